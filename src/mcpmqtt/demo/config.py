@@ -1,0 +1,66 @@
+"""The demo's config: the allowlist of the article that introduced mcpMQTT, plus the lights' state.
+
+Permissions are the article's, pattern for pattern; the descriptions add what the simulated devices
+actually do, since a model picks topics and payloads from them. One entry is new: `status/lights/+`,
+so that an agent can see that switching a light worked.
+"""
+
+from mcpmqtt.config import Config, MqttSettings, TopicEntry
+
+ROOMS = ("exampleroom1", "exampleroom2")
+_KNOWN_ROOMS = f"Known rooms are '{ROOMS[0]}' and '{ROOMS[1]}'"
+
+DEMO_TOPICS = (
+    TopicEntry(
+        pattern="sensors/+/temperature",
+        permissions=["read"],
+        description="Temperature sensor data from any location (+ matches single level like 'room1', "
+        f"'room2'. {_KNOWN_ROOMS}). Use subscribe, not read on this topic. Never publish. "
+        'Data is JSON like {"value": 21.4, "unit": "°C"}, sent every 2 seconds.',
+    ),
+    TopicEntry(
+        pattern="sensors/+/humidity",
+        permissions=["read"],
+        description="Humidity sensor data from any location. (+ matches single level like 'room1', "
+        f"'room2'. {_KNOWN_ROOMS}). Use subscribe, not read on this topic. Never publish. "
+        'Data returned as %RH, JSON like {"value": 45.2, "unit": "%RH"}, sent every 2 seconds.',
+    ),
+    TopicEntry(
+        pattern="actuators/#",
+        permissions=["write"],
+        description="All actuator control topics (# matches multiple levels like 'lights/room1'. To "
+        "enable a light you write any payload to 'lights/room1/on', to disable you write to "
+        f"'lights/room1/off'). {_KNOWN_ROOMS}: actuators/lights/{ROOMS[0]}/on.",
+    ),
+    TopicEntry(
+        pattern="status/lights/+",
+        permissions=["read"],
+        description="The current state of the light in a room, retained: JSON like "
+        '{"room": "exampleroom1", "state": "on"}. Read it after switching a light to check it worked.',
+    ),
+    TopicEntry(
+        pattern="status/system",
+        permissions=["read"],
+        description="System status information - exact topic match. Retained JSON with uptime and the "
+        "devices online.",
+    ),
+    TopicEntry(
+        pattern="commands/+/request",
+        permissions=["write"],
+        description="Command request topics for request/response patterns. The 3D printer listens on "
+        'commands/printer/request for JSON {"command": "status"}, {"command": "pause"}, '
+        '{"command": "resume"} or {"command": "set_temperature", "target": 210} (nozzle °C) and '
+        "answers with its state. Use mqtt_query.",
+    ),
+    TopicEntry(
+        pattern="commands/+/response",
+        permissions=["read"],
+        description="Command response topics for request/response patterns. Devices reply here when "
+        "the request carries no MQTT 5 response topic, echoing a correlation_id given in the request.",
+    ),
+)
+
+
+def demo_config(host: str, port: int) -> Config:
+    """The demo's config for a broker at host:port."""
+    return Config(mqtt=MqttSettings(host=host, port=port), topics=list(DEMO_TOPICS))

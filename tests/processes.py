@@ -1,0 +1,51 @@
+"""Child processes that tests start: free ports, waiting until one listens, and amqtt brokers."""
+
+import contextlib
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(process: subprocess.Popen[str], port: int, what: str, timeout: float = 20) -> None:
+    """Return once `port` accepts connections; fail the test with the process's stderr if it dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"{what} did not listen on {port}: {process.communicate()[1][-2000:]}")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def amqtt(workdir: pathlib.Path, listener: str = "tcp") -> Iterator[int]:
+    """An amqtt broker (MQTT 3.1.1 only; `listener` "tcp" or "ws") on a free port, for one block."""
+    port = free_port()
+    config = workdir / "amqtt.yaml"
+    config.write_text(
+        f"listeners:\n  default:\n    type: {listener}\n    bind: 127.0.0.1:{port}\n"
+        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+    )
+    command = [str(pathlib.Path(sys.executable).parent / "amqtt"), "-c", str(config)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_listening(process, port, "amqtt")
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
