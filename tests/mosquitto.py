@@ -89,8 +89,11 @@ def find_mosquitto() -> pathlib.Path | None:
 class Mosquitto:
     """A private Mosquitto broker for one test session, on free loopback ports."""
 
-    def __init__(self, workdir: pathlib.Path) -> None:
+    def __init__(self, workdir: pathlib.Path, *, persistent: bool = False) -> None:
+        """`persistent` keeps retained messages, sessions and their queued messages on disk across a
+        `restart()` (Mosquitto saves them when stopped with SIGTERM), as a production broker would."""
         self.workdir = workdir
+        self.persistent = persistent
         self.host = "127.0.0.1"
         self.port, self.auth_port, self.dynsec_port = _free_ports(self.host, 3)
         self.users = {"agent": "agent-pass"}
@@ -254,7 +257,7 @@ class Mosquitto:
 # Written by tests/mosquitto.py: a private broker for one test session.
 per_listener_settings true
 user {pwd.getpwuid(os.geteuid()).pw_name}
-persistence false
+{self._persistence()}
 set_tcp_nodelay true
 # Tests send 10,000-message bursts to slow readers: keep them all (defaults: 20 in flight, 1000 queued).
 max_inflight_messages 0
@@ -283,6 +286,11 @@ plugin {_find_dynsec_plugin(binary)}
 plugin_opt_config_file {dynsec_file}
 {self._more_listeners()}"""
         )
+
+    def _persistence(self) -> str:
+        if not self.persistent:
+            return "persistence false"
+        return f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1800"
 
     def _more_listeners(self) -> str:
         """Config of more listeners, for subclasses (tests/mosquitto_tls.py); ports in `listening_ports`."""

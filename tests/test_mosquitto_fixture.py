@@ -4,6 +4,7 @@ Where these tests pin a broker behaviour (reason codes, what is logged) they als
 `tests/mosquitto.py`; update both together if a Mosquitto upgrade changes one.
 """
 
+import pathlib
 import secrets
 import threading
 from collections import Counter
@@ -272,6 +273,28 @@ async def test_kill_stops_the_broker_until_started_again(fresh_broker: Mosquitto
         await round_trip(fresh_broker, "fixture-killed", b"nobody home")
     fresh_broker.start()
     assert (await round_trip(fresh_broker, "fixture-revived", b"back")).payload == b"back"
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "in-memory"])
+async def test_persistent_broker_keeps_retained_and_queued_messages_across_a_restart(
+    tmp_path: pathlib.Path, persistent: bool
+) -> None:
+    """bench/soak.py counts on this: what the broker acknowledged survives its restart."""
+    with Mosquitto(tmp_path, persistent=persistent) as broker:
+        session = {"identifier": "fixture-durable", "protocol": V311, "clean_session": False}
+        async with aiomqtt.Client(broker.host, broker.port, **session) as observer:
+            await observer.subscribe("durable/#", qos=1)
+        async with aiomqtt.Client(broker.host, broker.port, protocol=V5) as publisher:
+            await publisher.publish("durable/queued", b"while away", qos=1)
+            await publisher.publish("durable/retained", b"kept", qos=1, retain=True)
+        await anyio.to_thread.run_sync(broker.restart, 0.1)
+        async with aiomqtt.Client(broker.host, broker.port, **session) as observer:
+            seen = []
+            with anyio.move_on_after(2):
+                async for message in observer.messages:
+                    seen.append((str(message.topic), message.payload))
+    expected = [("durable/queued", b"while away"), ("durable/retained", b"kept")]
+    assert sorted(seen) == (expected if persistent else [])
 
 
 def test_slow_subscriber_gets_a_whole_10000_message_burst(broker: Mosquitto) -> None:
