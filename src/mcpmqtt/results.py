@@ -62,6 +62,13 @@ class SubscribeResult(_Result):
         description="Present when messages arrived but were left out because the result reached "
         "limits.max_result_bytes of payload.",
     )
+    messages_overflow: int = Field(
+        default=0,
+        exclude_if=_zero,
+        description="Present when more than max_messages arrived before the call ended: how many "
+        "arrived after max_messages were collected. They were counted, not kept; subscribe again (or "
+        "with a larger max_messages) to see later ones.",
+    )
 
 
 class ReadResult(_Result):

@@ -2,7 +2,7 @@
 decision allows it."""
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
@@ -72,6 +72,19 @@ def labelled(
     return {"title": title, "annotations": hints}
 
 
+class Collected(NamedTuple):
+    """What one subscribing call gathered, as its result reports it."""
+
+    kept: list[Received]
+    """The messages that fit in limits.max_result_bytes, in arrival order."""
+    omitted: int
+    """Messages that arrived within max_messages but did not fit in limits.max_result_bytes."""
+    overflow: int
+    """Messages that arrived after max_messages were collected, counted instead of buffered."""
+    full: bool
+    """Whether max_messages arrived."""
+
+
 def within_bytes(messages: list[Received], cap: int) -> tuple[list[Received], int]:
     """The leading messages whose payloads fit in `cap` bytes together, and how many did not."""
     total = 0
@@ -103,10 +116,9 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
 
     async def collect(
         topic: str, limit: int, timeout: float, ctx: Context[Any, Any]
-    ) -> tuple[list[Received], int, bool] | CallToolResult:
+    ) -> Collected | CallToolResult:
         """Subscribe to `topic` if the allowlist lets us and gather up to `limit` readable messages
-        until `timeout` seconds after the call began. Returns the messages that fit in
-        limits.max_result_bytes, how many more were left out, and whether `limit` was reached."""
+        until `timeout` seconds after the call began."""
         deadline = time.monotonic() + timeout
         allowlist = runtime.policy()
         decision = allowlist.decide("read", topic)
@@ -119,7 +131,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         except BrokerError as exc:
             return error_result(str(exc))
         kept, omitted = within_bytes(inbox.messages, limits.max_result_bytes)
-        return kept, omitted, full
+        return Collected(kept, omitted, inbox.overflow, full)
 
     gate = PublishGate(runtime)
 
@@ -223,15 +235,15 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         collected = await collect(topic, max_messages, timeout, ctx)
         if isinstance(collected, CallToolResult):
             return collected
-        kept, omitted, full = collected
-        messages = [to_message(m) for m in kept]
+        messages = [to_message(m) for m in collected.kept]
         return ok_result(
             SubscribeResult(
                 topic=topic,
                 messages=messages,
                 messages_received=len(messages),
-                timed_out=not full,
-                messages_omitted=omitted,
+                timed_out=not collected.full,
+                messages_omitted=collected.omitted,
+                messages_overflow=collected.overflow,
             )
         )
 
@@ -248,9 +260,10 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         collected = await collect(topic, 1, timeout, ctx)
         if isinstance(collected, CallToolResult):
             return collected
-        kept, omitted, full = collected
-        message = to_message(kept[0]) if kept else None
-        result = ReadResult(topic=topic, message=message, timed_out=not full, messages_omitted=omitted)
+        message = to_message(collected.kept[0]) if collected.kept else None
+        result = ReadResult(
+            topic=topic, message=message, timed_out=not collected.full, messages_omitted=collected.omitted
+        )
         return ok_result(result)
 
     @server.tool(
