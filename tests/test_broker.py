@@ -232,6 +232,35 @@ async def test_mqtt_311_routes_by_topic_matching(broker: Mosquitto) -> None:
         assert b"y" in payloads(b)
 
 
+async def test_mqtt_311_a_filter_added_later_gets_topics_already_routed(broker: Mosquitto) -> None:
+    """Without subscription identifiers the adapter remembers which filters match each topic; a new
+    filter must be matched against topics it has already seen."""
+    async with running(settings(broker, protocol="3.1.1")) as adapter, raw_client(broker) as device:
+        a, b = Inbox(5), Inbox(5)
+        async with adapter.subscription("known/#", a):
+            await device.publish("known/x", b"1", qos=1)
+            await eventually(lambda: len(a.messages) == 1)  # the route of known/x is now known
+            async with adapter.subscription("known/+", b):
+                await device.publish("known/x", b"2", qos=1)
+                await eventually(lambda: len(b.messages) == 1)
+            await device.publish("known/x", b"3", qos=1)
+            await eventually(lambda: len(a.messages) == 3)
+        assert payloads(a) == [b"1", b"2", b"3"]
+        assert payloads(b) == [b"2"]
+
+
+async def test_mqtt_311_a_follower_added_later_observes_topics_already_routed(broker: Mosquitto) -> None:
+    async with running(settings(broker, protocol="3.1.1")) as adapter, raw_client(broker) as device:
+        call, follower = Inbox(5), Inbox(5)
+        async with adapter.subscription("seen/#", call):
+            await device.publish("seen/x", b"1", qos=1)
+            await eventually(lambda: len(call.messages) == 1)
+            adapter.follow("seen/#", follower)
+            await device.publish("seen/x", b"2", qos=1)
+            await eventually(lambda: len(call.messages) == 2)
+        assert payloads(follower) == [b"2"]
+
+
 # ---- request / response -------------------------------------------------------------------------
 
 

@@ -1,12 +1,31 @@
-"""The paho property speed-up changes nothing but speed: same bytes, same values, same errors.
+"""The paho speed-ups change nothing but speed.
 
-Each side runs in its own interpreter, one with paho as shipped and one patched, on the same
-inputs; their outputs must be identical.
+The property decoding gives the same bytes, values and errors: each side runs in its own interpreter,
+one with paho as shipped and one patched, on the same inputs; their outputs must be identical. The
+read path (FastReader) delivers every message whole, in order, acknowledged, with the properties paho
+would give, whatever way the stream is cut into reads.
 """
 
+import asyncio
+import contextlib
 import json
+import pathlib
+import random
+import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import anyio
+import pytest
+from devices import raw_client
+from mosquitto import Mosquitto
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from mcpmqtt.broker import Broker, BrokerSettings, Inbox
 
 PROBE = r"""
 import json, sys
@@ -87,3 +106,124 @@ def test_patched_properties_behave_exactly_like_paho() -> None:
     outcomes = dict(shipped)
     assert str(outcomes["duplicate"]).startswith("MQTTException")  # the probe does reach paho's checks
     assert str(outcomes["bad range"]).startswith("MQTTException")
+
+
+# ---- the read path (FastReader), through the adapter against a real broker -----------------------
+
+
+class OneAtATimeMosquitto(Mosquitto):
+    """Sends a subscriber its next QoS 1 message only once the previous one was acknowledged."""
+
+    def _more_listeners(self) -> str:
+        return "max_inflight_messages 1\n"  # overrides the tests' 0 (no limit) above it
+
+
+@contextlib.asynccontextmanager
+async def running(mosquitto: Mosquitto, protocol: Literal["5", "3.1.1"] = "5") -> AsyncIterator[Broker]:
+    adapter = Broker(
+        BrokerSettings(mosquitto.host, mosquitto.port, f"test-{uuid.uuid4().hex[:10]}", protocol=protocol)
+    )
+    task = asyncio.create_task(adapter.run())
+    try:
+        with anyio.fail_after(10):
+            while not adapter.connected:  # noqa: ASYNC110 - a state flag, polled briefly
+                await anyio.sleep(0.02)
+        yield adapter
+    finally:
+        await adapter.stop(task)
+
+
+@pytest.mark.anyio
+async def test_qos1_messages_read_in_place_are_acknowledged(tmp_path: pathlib.Path) -> None:
+    """Without our PUBACK the broker would send the first message and then wait for ever."""
+    with OneAtATimeMosquitto(tmp_path / "broker") as mosquitto:
+        async with running(mosquitto) as adapter, raw_client(mosquitto) as device:
+            inbox = Inbox(20)
+            async with adapter.subscription("ack/x", inbox):
+                for i in range(20):
+                    await device.publish("ack/x", str(i).encode(), qos=1)
+                assert await inbox.wait_full(10), f"{len(inbox.messages)} of 20 arrived"
+    assert [bytes(m.payload) for m in inbox.messages] == [str(i).encode() for i in range(20)]
+    assert {m.qos for m in inbox.messages} == {1}
+    assert all(m.properties is None for m in inbox.messages)  # decoded by FastReader, not by paho
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_packets_cut_across_reads_arrive_whole_and_in_order(
+    broker: Mosquitto, protocol: Literal["5", "3.1.1"]
+) -> None:
+    """Sizes around the 1- to 3-byte remaining-length steps and the 64 KiB read size, one packet of
+    2 MB that takes many reads, and hundreds of small ones cut at whatever byte a read ends."""
+    rng = random.Random(7)
+    sizes = [0, 1, 127, 128, 16_383, 16_384, 65_535, 65_536, 65_537, 200_000, 2_000_000]
+    sizes += [rng.randrange(3000) for _ in range(400)]
+    rng.shuffle(sizes)
+    sent = [rng.randbytes(size) for size in sizes]
+    async with running(broker, protocol) as adapter, raw_client(broker) as device:
+        inbox = Inbox(len(sent))
+        async with adapter.subscription("cut/#", inbox):
+            for i, payload in enumerate(sent):
+                await device.publish(f"cut/{i % 5}", payload, qos=0)
+            assert await inbox.wait_full(30), f"{len(inbox.messages)} of {len(sent)} arrived"
+    assert [bytes(m.payload) for m in inbox.messages] == sent
+    assert [m.topic for m in inbox.messages] == [f"cut/{i % 5}" for i in range(len(sent))]
+    assert all(m.properties is None for m in inbox.messages)
+
+
+@pytest.mark.anyio
+async def test_messages_handed_to_paho_keep_their_place_and_their_properties(broker: Mosquitto) -> None:
+    """Messages with properties of the sender's are paho's to decode; they must not overtake or fall
+    behind the messages decoded in place around them, at QoS 0 or 1."""
+
+    def properties(i: int) -> Properties | None:
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if i % 4 == 1:
+            props.UserProperty = ("n", str(i))
+        elif i % 4 == 3:
+            props.ContentType = "text/plain"
+        else:
+            return None
+        return props
+
+    count = 40
+    async with running(broker) as adapter, raw_client(broker) as device:
+        inbox = Inbox(count)
+        async with adapter.subscription("mix/x", inbox):
+            for i in range(count):
+                await device.publish("mix/x", str(i).encode(), qos=i // 2 % 2, properties=properties(i))
+            assert await inbox.wait_full(10), f"{len(inbox.messages)} of {count} arrived"
+    assert [int(m.payload) for m in inbox.messages] == list(range(count))
+    assert [m.qos for m in inbox.messages] == [i // 2 % 2 for i in range(count)]
+    for message in inbox.messages:
+        i = int(message.payload)
+        if i % 4 == 1:
+            assert message.properties.UserProperty == [("n", str(i))]
+        elif i % 4 == 3:
+            assert message.properties.ContentType == "text/plain"
+        else:
+            assert message.properties is None
+
+
+@pytest.mark.anyio
+async def test_after_a_disconnect_from_the_broker_the_adapter_comes_back(fresh_broker: Mosquitto) -> None:
+    """Another client taking over our client id makes Mosquitto send an MQTT 5 DISCONNECT (Session
+    taken over), a packet FastReader hands to paho; the adapter reconnects and resubscribes."""
+    async with running(fresh_broker) as adapter, raw_client(fresh_broker) as device:
+        client_id = adapter.settings.client_id
+        inbox = Inbox(1)
+        async with adapter.subscription("takeover/x", inbox):
+            with socket.create_connection((fresh_broker.host, fresh_broker.port)) as intruder:
+                body = (
+                    b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id.encode()
+                )
+                intruder.sendall(bytes([0x10, len(body)]) + body)
+                assert intruder.recv(4) == b"\x20\x02\x00\x00"  # CONNACK: the session is the intruder's
+            with anyio.fail_after(10):  # connected: the adapter, the intruder, the adapter again
+                while fresh_broker.log_text().count(f" as {client_id} (") < 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                while not adapter.connected:  # noqa: ASYNC110 - a state flag, polled briefly
+                    await anyio.sleep(0.02)
+            await device.publish("takeover/x", b"back", qos=1)
+            assert await inbox.wait_full(10)
+    assert inbox.messages[0].payload == b"back"
