@@ -229,6 +229,9 @@ async def test_half_open_connection_is_noticed_by_keepalive_and_the_server_recov
             with anyio.fail_after(2):
                 down = await client.call_tool("mqtt_read", {"topic": "lab/half-open", "timeout": 5})
             assert error_text(down).startswith("broker unavailable: not connected to the MQTT broker")
+            assert f"no answer from the broker within the keepalive interval ({keepalive} s)" in error_text(
+                down
+            )
             relay.thaw()
             await publish_until_it_works(client, "lab/half-open")
             async with raw_client(fresh_broker) as device:

@@ -219,6 +219,7 @@ class Broker:
         # identifiers matches each topic once, not once per message; emptied whenever filters change.
         self._routes: dict[str, tuple[tuple[_Filter, ...], tuple[Sink, ...]]] = {}
         self._stopping = False
+        self._lost_because: str | None = None
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -278,7 +279,25 @@ class Broker:
         raw.on_publish = self._on_publish
         raw.on_subscribe = self._on_subscribe
         raw.on_unsubscribe = None
+        self._lost_because = None
+        noted_by_aiomqtt = client._on_disconnect  # what aiomqtt installed on `raw`
+
+        def on_disconnect(
+            client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
+        ) -> None:
+            self._lost_because = self._why_lost(reason)
+            noted_by_aiomqtt(client, userdata, flags, reason, props)
+
+        raw.on_disconnect = on_disconnect
         return client
+
+    def _why_lost(self, reason: ReasonCode) -> str | None:
+        """Words for a connection that keepalive found dead, which aiomqtt reports only as "Disconnected
+        during message iteration": the most likely cause people meet (a half-open connection through a
+        NAT, a firewall or a hung broker host) should say what happened."""
+        if str(reason) == "Keep alive timeout":
+            return f"no answer from the broker within the keepalive interval ({self.settings.keepalive} s)"
+        return None
 
     async def run(self) -> None:
         """Connect, and reconnect with backoff for as long as the server runs."""
@@ -311,7 +330,10 @@ class Broker:
                     self._routes.clear()  # followers now observe
                     continue
             except (aiomqtt.MqttError, BrokerError) as exc:
-                self._last_error = f"connection lost: {exc}" if self._paho else f"cannot connect: {exc}"
+                if self._paho:
+                    self._last_error = f"connection lost: {self._lost_because or exc}"
+                else:
+                    self._last_error = f"cannot connect: {exc}"
             finally:
                 self._drop_connection()
             if self._stopping:
