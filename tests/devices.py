@@ -49,14 +49,17 @@ async def responder(
     request_filter: str,
     answer: Answer = echo,
     reply_topic: str | None = None,
+    *,
+    v5: bool = True,
 ) -> AsyncIterator[list[aiomqtt.Message]]:
     """A service that answers every request on `request_filter` on its Response Topic (or `reply_topic`).
 
     Yields the list of requests it has seen; replies are sent the moment a request arrives, so a
-    client that subscribes to the reply topic after publishing would miss them.
+    client that subscribes to the reply topic after publishing would miss them. With `v5=False` it
+    speaks MQTT 3.1.1, where requests carry no Response Topic: give `reply_topic`.
     """
     seen: list[aiomqtt.Message] = []
-    async with raw_client(broker) as client, anyio.create_task_group() as tg:
+    async with raw_client(broker, v5=v5) as client, anyio.create_task_group() as tg:
         await client.subscribe(request_filter, qos=1)
 
         async def serve() -> None:

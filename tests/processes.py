@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -33,13 +33,18 @@ def wait_listening(process: subprocess.Popen[str], port: int, what: str, timeout
 
 
 @contextlib.contextmanager
-def amqtt(workdir: pathlib.Path, listener: str = "tcp") -> Iterator[int]:
-    """An amqtt broker (MQTT 3.1.1 only; `listener` "tcp" or "ws") on a free port, for one block."""
+def amqtt(workdir: pathlib.Path, listener: str = "tcp", plugins: Iterable[str] = ()) -> Iterator[int]:
+    """An amqtt broker (MQTT 3.1.1 only; `listener` "tcp" or "ws") on a free port, for one block.
+
+    `plugins` names more amqtt plugin classes to load with their defaults, e.g.
+    "amqtt.plugins.topic_checking.TopicTabooPlugin", which refuses SUBSCRIBEs to `prohibited`.
+    """
     port = free_port()
     config = workdir / "amqtt.yaml"
     config.write_text(
         f"listeners:\n  default:\n    type: {listener}\n    bind: 127.0.0.1:{port}\n"
         "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+        + "".join(f"  {plugin}: {{}}\n" for plugin in plugins)
     )
     command = [str(pathlib.Path(sys.executable).parent / "amqtt"), "-c", str(config)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

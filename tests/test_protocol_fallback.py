@@ -4,13 +4,15 @@ import asyncio
 import pathlib
 from collections.abc import Iterator
 
+import anyio
 import pytest
+from anyio.abc import SocketStream
 from devices import raw_client
 from mcp_client import connect, error_text, structured, write_config
 from mosquitto import Mosquitto
 from processes import amqtt
 
-from mcpmqtt.broker import Broker, BrokerSettings, Inbox
+from mcpmqtt.broker import Broker, BrokerSettings, BrokerUnavailable, Inbox
 
 pytestmark = pytest.mark.anyio
 
@@ -42,6 +44,43 @@ async def test_adapter_falls_back_to_311_when_the_broker_refuses_5(amqtt_broker:
             await adapter.publish("fallback/x", b"over 3.1.1", qos=1)
             assert await inbox.wait_full(5)
         assert inbox.messages[0].payload == b"over 3.1.1"
+    finally:
+        await adapter.stop(task)
+
+
+async def test_a_port_that_closes_on_connect_fails_fast_and_leaves_mqtt_5_to_a_broker_that_speaks_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    """RabbitMQ 3.10 closes the connection on an MQTT 5 CONNECT instead of refusing it
+    (tests/test_broker_matrix.py has the fallback it then needs); a broker on its way down or a proxy with
+    no backend closes it too. Each attempt fails at once, not after the 10 s CONNACK timeout, and the
+    3.1.1 tried in between does not stick: the Mosquitto that then comes up on the port gets MQTT 5."""
+    mosquitto = Mosquitto(tmp_path)
+    closed = 0
+
+    async def close_at_once(stream: SocketStream) -> None:
+        nonlocal closed
+        closed += 1
+        await stream.aclose()
+
+    adapter = Broker(BrokerSettings(mosquitto.host, mosquitto.port, "closing-port-test", protocol="5"))
+    listener = await anyio.create_tcp_listener(local_host=mosquitto.host, local_port=mosquitto.port)
+    task = asyncio.create_task(adapter.run())
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, close_at_once)
+            with anyio.fail_after(5):  # 3 attempts, well inside one CONNACK timeout
+                while closed < 3:  # noqa: ASYNC110 - counted by the listener
+                    await anyio.sleep(0.02)
+            with pytest.raises(BrokerUnavailable, match="closed the connection without answering CONNECT"):
+                await adapter.publish("closing/x", b"", qos=0)
+            tg.cancel_scope.cancel()
+        await listener.aclose()
+        with mosquitto:
+            with anyio.fail_after(20):
+                while not adapter.connected:  # noqa: ASYNC110 - a state flag, polled briefly
+                    await anyio.sleep(0.05)
+            assert adapter.protocol == "5"
     finally:
         await adapter.stop(task)
 

@@ -71,6 +71,13 @@ class BrokerRefused(BrokerError):
     """The broker answered with a negative acknowledgement."""
 
 
+class _ClosedBeforeConnack(aiomqtt.MqttError):
+    """The broker accepted the TCP connection and closed it without answering CONNECT."""
+
+    def __init__(self) -> None:
+        super().__init__("the broker closed the connection without answering CONNECT")
+
+
 @dataclass(frozen=True)
 class BrokerSettings:
     host: str
@@ -220,6 +227,9 @@ class Broker:
         self._routes: dict[str, tuple[tuple[_Filter, ...], tuple[Sink, ...]]] = {}
         self._stopping = False
         self._lost_because: str | None = None
+        self._spoke_v5 = False  # an MQTT 5 connection has succeeded: the broker speaks it
+        self._probing_311 = False  # trying 3.1.1 after a close on MQTT 5; kept only if it connects
+        self._closed_on_v5 = 0  # attempts in a row that the broker closed on an MQTT 5 CONNECT
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -281,12 +291,15 @@ class Broker:
         raw.on_unsubscribe = None
         self._lost_because = None
         noted_by_aiomqtt = client._on_disconnect  # what aiomqtt installed on `raw`
+        connack = client._connected
 
         def on_disconnect(
-            client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
+            raw: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
         ) -> None:
             self._lost_because = self._why_lost(reason)
-            noted_by_aiomqtt(client, userdata, flags, reason, props)
+            if not connack.done():  # aiomqtt would wait out its timeout for a CONNACK that cannot come
+                connack.set_exception(_ClosedBeforeConnack())
+            noted_by_aiomqtt(raw, userdata, flags, reason, props)
 
         raw.on_disconnect = on_disconnect
         return client
@@ -311,6 +324,8 @@ class Broker:
                     await self._restore_subscriptions()
                     self._connected.set()
                     self._first_attempt_done.set()
+                    self._spoke_v5 = self._spoke_v5 or self._v5
+                    self._probing_311 = False
                     log.info(
                         "connected to mqtt://%s:%s as %s (MQTT %s)",
                         self.settings.host,
@@ -329,6 +344,10 @@ class Broker:
                     self._v5 = False
                     self._routes.clear()  # followers now observe
                     continue
+            except _ClosedBeforeConnack as exc:
+                self._last_error = f"cannot connect: {exc}"
+                if self._fallback_after_close(exc):
+                    continue
             except (aiomqtt.MqttError, BrokerError) as exc:
                 if self._paho:
                     self._last_error = f"connection lost: {self._lost_because or exc}"
@@ -339,9 +358,33 @@ class Broker:
             if self._stopping:
                 return
             self._first_attempt_done.set()
+            self._closed_on_v5 = 0
+            if self._probing_311:  # 3.1.1 did not connect either: the broker is down, not old
+                self._probing_311 = False
+                self._v5 = True
+                self._routes.clear()
             log.warning("%s; retrying in %.1f s", self._last_error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _fallback_after_close(self, exc: _ClosedBeforeConnack) -> bool:
+        """Whether to try again at once, after the broker closed the connection without answering CONNECT.
+
+        Brokers that do not speak MQTT 5 should answer its CONNECT with CONNACK 0x84 or 1, but some
+        (RabbitMQ 3.10) just close the connection. A broker that is going down or coming up, or a proxy
+        with no backend, can do the same; so MQTT 5 is asked for twice in a row before 3.1.1 is tried,
+        3.1.1 is tried only until an MQTT 5 connection has once succeeded, and it sticks only if it
+        connects (see `run`)."""
+        if not self._v5 or self._spoke_v5 or self.settings.protocol != "5":
+            return False
+        self._closed_on_v5 += 1
+        if self._closed_on_v5 == 1:
+            return True
+        log.info("broker closed the connection twice on MQTT 5 (%s); trying MQTT 3.1.1", exc)
+        self._v5 = False
+        self._probing_311 = True
+        self._routes.clear()
+        return True
 
     async def stop(self, run_task: asyncio.Task[None]) -> None:
         """Disconnect cleanly (the broker drops our session and every subscription with it)."""

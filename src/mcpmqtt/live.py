@@ -51,7 +51,7 @@ from mcpmqtt.results import LastResult, ListTopicsResult, TopicSummary, error_re
 from mcpmqtt.runtime import Runtime
 from mcpmqtt.state import LiveState, TopicState
 from mcpmqtt.tools import UNTRUSTED, labelled
-from mcpmqtt.topics import filter_problem, matches, name_problem, split_shared
+from mcpmqtt.topics import covers, filter_problem, matches, name_problem, split_shared
 
 TOPIC_TEMPLATE = "mcpmqtt://topic/{+topic}"
 _TOPIC_PREFIX = "mcpmqtt://topic/"
@@ -86,11 +86,28 @@ def topic_of(uri: str) -> str | None:
 
 
 def followed_patterns(runtime: Runtime) -> list[str]:
-    """The read patterns the live state subscribes to (shared subscriptions would steal messages)."""
+    """The read patterns the live state subscribes to.
+
+    Shared subscriptions are left out (they would steal messages from the group), and so is a pattern
+    that another one covers (`lab/#` beside `#`): the broker sends a message once per matching
+    subscription, so the live state would count it twice. Of two patterns that cover each other
+    (`#` and `+/#`) the first is kept.
+    """
+    candidates = list(
+        dict.fromkeys(
+            entry.pattern
+            for entry in runtime.config.topics
+            if "read" in entry.permissions and entry.live and split_shared(entry.pattern)[0] is None
+        )
+    )
     return [
-        entry.pattern
-        for entry in runtime.config.topics
-        if "read" in entry.permissions and entry.live and split_shared(entry.pattern)[0] is None
+        pattern
+        for index, pattern in enumerate(candidates)
+        if not any(
+            covers(other, pattern) and (other_index < index or not covers(pattern, other))
+            for other_index, other in enumerate(candidates)
+            if other_index != index
+        )
     ]
 
 
