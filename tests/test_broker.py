@@ -2,15 +2,17 @@
 
 import asyncio
 import contextlib
+import pathlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import pytest
 from devices import raw_client, reply_properties, responder
 from mosquitto import Mosquitto
+from processes import free_port
 
-from mcpmqtt.broker import Broker, BrokerRefused, BrokerSettings, BrokerUnavailable, Inbox
+from mcpmqtt.broker import Broker, BrokerRefused, BrokerSettings, BrokerUnavailable, Inbox, QosTooHigh
 from mcpmqtt.messages import Received
 
 pytestmark = pytest.mark.anyio
@@ -381,3 +383,48 @@ async def test_pending_ack_gets_a_clear_error_when_the_broker_dies(fresh_broker:
         with anyio.fail_after(6), pytest.raises(BrokerUnavailable, match=r"^broker unavailable:"):
             for _ in range(200):  # the loss may be noticed on the first publish or a later one
                 await adapter.publish("dying/x", b"x", qos=1)
+
+
+class QosOneMosquitto(Mosquitto):
+    """A Mosquitto whose extra listener takes QoS 0 and 1 only (`max_qos 1`), announced in the CONNACK."""
+
+    def __init__(self, workdir: pathlib.Path) -> None:
+        super().__init__(workdir)
+        self.qos1_port = free_port()
+
+    @property
+    def listening_ports(self) -> set[int]:
+        return {*super().listening_ports, self.qos1_port}
+
+    def _more_listeners(self) -> str:
+        return f"\nlistener {self.qos1_port} {self.host}\nallow_anonymous true\nmax_qos 1\n"
+
+
+@pytest.fixture(scope="module")
+def qos1_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QosOneMosquitto]:
+    with QosOneMosquitto(tmp_path_factory.mktemp("qos1")) as mosquitto:
+        yield mosquitto
+
+
+async def test_qos_above_the_brokers_maximum_is_refused_before_it_is_sent(
+    qos1_broker: QosOneMosquitto,
+) -> None:
+    """MQTT 5 brokers announce Maximum QoS; a QoS 2 PUBLISH to this one would be a protocol error that
+    costs the connection, and every call on it."""
+    async with running(settings(qos1_broker, qos1_broker.qos1_port)) as adapter:
+        with pytest.raises(
+            QosTooHigh, match=r"^invalid argument: qos 2 is above the broker's maximum QoS of 1"
+        ):
+            await adapter.publish("lab/qos", b"2", qos=2)
+        inbox = Inbox(1)
+        async with adapter.subscription("lab/qos", inbox):
+            await adapter.publish("lab/qos", b"1", qos=1)
+            assert await inbox.wait_full(5)
+        assert adapter.connected and payloads(inbox) == [b"1"]
+
+
+async def test_configured_max_qos_is_enforced_on_a_broker_that_takes_more(broker: Mosquitto) -> None:
+    async with running(settings(broker, max_qos=0)) as adapter:
+        with pytest.raises(QosTooHigh, match=r"^invalid argument: qos 1 is above the configured"):
+            await adapter.publish("lab/qos", b"1", qos=1)
+        await adapter.publish("lab/qos", b"0", qos=0)

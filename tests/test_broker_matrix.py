@@ -366,6 +366,22 @@ async def test_publish_at_qos_2(served: Served) -> None:
                 await recovered(served)
 
 
+async def test_max_qos_keeps_a_qos_2_publish_from_the_broker(target: Target, tmp_path: pathlib.Path) -> None:
+    """`mqtt.max_qos: 1` refuses QoS 2 before it is sent: on NATS, where QoS 2 costs the connection and
+    every call on it, the connection stays; a QoS 1 publish right after goes through on every broker."""
+    topic = f"lab/{unique()}/capped"
+    async with serve(target, tmp_path, max_qos=1) as client, target.raw() as observer:
+        await broker_facts(client, timeout=15)
+        await observer.subscribe(topic, qos=1)
+        refused = await client.call_tool("mqtt_publish", {"topic": topic, "payload": "q2", "qos": 2})
+        assert error_text(refused).startswith(
+            "invalid argument: qos 2 is above the configured (mqtt.max_qos) maximum QoS of 1"
+        )
+        sent = await client.call_tool("mqtt_publish", {"topic": topic, "payload": "q1", "qos": 1})
+        assert structured(sent)["qos"] == 1
+        assert (await next_message(observer)).payload == b"q1"  # the first to arrive: q2 never went out
+
+
 async def test_mqtt5_properties_are_sent_or_noted(served: Served) -> None:
     """MQTT 3.1.1 has no properties: the message still goes out, without them, and `notes` says so."""
     topic = f"lab/{unique()}/properties"

@@ -71,6 +71,10 @@ class BrokerRefused(BrokerError):
     """The broker answered with a negative acknowledgement."""
 
 
+class QosTooHigh(BrokerError):
+    """A publish at a QoS above what the broker takes (its CONNACK's Maximum QoS, or mqtt.max_qos)."""
+
+
 class _ClosedBeforeConnack(aiomqtt.MqttError):
     """The broker accepted the TCP connection and closed it without answering CONNECT."""
 
@@ -93,6 +97,7 @@ class BrokerSettings:
     tls: ssl.SSLContext | None = None
     transport: Literal["tcp", "websockets"] = "tcp"
     websocket_path: str = "/mqtt"
+    max_qos: int = 2
 
 
 class Sink(Protocol):
@@ -228,6 +233,7 @@ class Broker:
         self._stopping = False
         self._lost_because: str | None = None
         self._spoke_v5 = False  # an MQTT 5 connection has succeeded: the broker speaks it
+        self._broker_max_qos = 2  # from the CONNACK's Maximum QoS (MQTT 5)
         self._probing_311 = False  # trying 3.1.1 after a close on MQTT 5; kept only if it connects
         self._closed_on_v5 = 0  # attempts in a row that the broker closed on an MQTT 5 CONNECT
 
@@ -292,6 +298,14 @@ class Broker:
         self._lost_because = None
         noted_by_aiomqtt = client._on_disconnect  # what aiomqtt installed on `raw`
         connack = client._connected
+        connected_by_aiomqtt = client._on_connect
+
+        def on_connect(raw: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+            # MQTT 5: a broker without QoS 2 (or 1) says so in its CONNACK; absent means 2.
+            self._broker_max_qos = getattr(props, "MaximumQoS", 2) if self._v5 else 2
+            connected_by_aiomqtt(raw, userdata, flags, reason, props)
+
+        raw.on_connect = on_connect
 
         def on_disconnect(
             raw: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
@@ -615,6 +629,12 @@ class Broker:
         if problem := name_problem(topic):
             raise ValueError(problem)
         client = await self._ready()
+        if qos > (limit := min(self.settings.max_qos, self._broker_max_qos)):
+            source = "the broker's" if self._broker_max_qos == limit else "the configured (mqtt.max_qos)"
+            raise QosTooHigh(
+                f"invalid argument: qos {qos} is above {source} maximum QoS of {limit}; "
+                f"publish at qos {limit} or lower"
+            )
         if not self._v5:
             properties = None
         info = client.publish(topic, payload, qos, retain, properties)

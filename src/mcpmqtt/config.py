@@ -116,6 +116,13 @@ class MqttSettings(_Model):
         default="tcp", description='"websockets" for MQTT over WebSockets (wss:// with tls).'
     )
     websocket_path: str = Field(default="/mqtt", description="The broker's WebSocket path.")
+    max_qos: Literal[0, 1, 2] = Field(
+        default=2,
+        description="The highest QoS mqtt_publish and mqtt_query may use; a higher one is refused with "
+        "invalid argument before it reaches the broker. Set 1 for brokers without QoS 2 (NATS drops the "
+        "connection, and every call on it, on a QoS 2 publish). On MQTT 5 the broker's own Maximum QoS "
+        "lowers it further.",
+    )
 
     @field_validator("password_env")
     @classmethod

@@ -116,6 +116,7 @@ def broker_settings(config: Config) -> BrokerSettings:
         tls=mqtt.tls.ssl_context() if mqtt.tls is not None else None,
         transport=mqtt.transport,
         websocket_path=mqtt.websocket_path,
+        max_qos=mqtt.max_qos,
     )
 
 
