@@ -14,6 +14,7 @@ from processes import free_port
 
 from mcpmqtt.broker import Broker, BrokerRefused, BrokerSettings, BrokerUnavailable, Inbox, QosTooHigh
 from mcpmqtt.messages import Received
+from mcpmqtt.state import LiveState
 
 pytestmark = pytest.mark.anyio
 
@@ -428,3 +429,42 @@ async def test_configured_max_qos_is_enforced_on_a_broker_that_takes_more(broker
         with pytest.raises(QosTooHigh, match=r"^invalid argument: qos 1 is above the configured"):
             await adapter.publish("lab/qos", b"1", qos=1)
         await adapter.publish("lab/qos", b"0", qos=0)
+
+
+async def test_a_follower_of_overlapping_filters_takes_each_message_once(broker: Mosquitto) -> None:
+    """`overlap/+/temperature` and `overlap/kitchen/#` both match `overlap/kitchen/temperature`: the
+    broker sends two copies, the live state must count one, and a call on either filter still gets its own."""
+    state = LiveState(100, 1024)
+    adapter = Broker(settings(broker))
+    adapter.follow("overlap/+/temperature", state)
+    adapter.follow("overlap/kitchen/#", state)
+    task = asyncio.create_task(adapter.run())
+
+    def seen(topic: str) -> int:
+        entry = state.get(topic)
+        return entry.messages if entry is not None else 0
+
+    try:
+        await eventually(lambda: adapter.connected)
+        call = Inbox(3)
+        async with adapter.subscription("overlap/kitchen/#", call), raw_client(broker) as device:
+            for topic in ("overlap/kitchen/temperature", "overlap/hall/temperature", "overlap/kitchen/light"):
+                await device.publish(topic, b"1", qos=1)
+            await eventually(lambda: len(state) == 3)
+            await device.publish("overlap/kitchen/temperature", b"2", qos=1)
+            assert await call.wait_full(5)
+            await eventually(lambda: seen("overlap/kitchen/temperature") == 2)
+            await anyio.sleep(0.2)  # a second copy of the last message, if one were taken, is in by now
+        counts = {topic: entry.messages for topic, entry in state.matching("overlap/#")}
+        assert counts == {
+            "overlap/kitchen/temperature": 2,
+            "overlap/hall/temperature": 1,
+            "overlap/kitchen/light": 1,
+        }
+        assert [(m.topic, m.payload) for m in call.messages] == [
+            ("overlap/kitchen/temperature", b"1"),
+            ("overlap/kitchen/light", b"1"),
+            ("overlap/kitchen/temperature", b"2"),
+        ]
+    finally:
+        await adapter.stop(task)

@@ -230,6 +230,10 @@ class Broker:
         # topic -> (filters matching it, followers observing it): routing without subscription
         # identifiers matches each topic once, not once per message; emptied whenever filters change.
         self._routes: dict[str, tuple[tuple[_Filter, ...], tuple[Sink, ...]]] = {}
+        # (topic, follower) -> the first of the follower's filters that matches the topic ("" if none);
+        # used only while some follower follows several filters (see _deliver_once).
+        self._firsts: dict[tuple[str, int], str] = {}
+        self._overlapping_follows = False
         self._stopping = False
         self._lost_because: str | None = None
         self._spoke_v5 = False  # an MQTT 5 connection has succeeded: the broker speaks it
@@ -356,7 +360,7 @@ class Broker:
                     # Part of the same attempt: calls waiting for the first connection keep waiting.
                     log.info("broker refused MQTT 5 (%s); falling back to MQTT 3.1.1", exc)
                     self._v5 = False
-                    self._routes.clear()  # followers now observe
+                    self._forget_routes()  # followers now observe
                     continue
             except _ClosedBeforeConnack as exc:
                 self._last_error = f"cannot connect: {exc}"
@@ -376,7 +380,7 @@ class Broker:
             if self._probing_311:  # 3.1.1 did not connect either: the broker is down, not old
                 self._probing_311 = False
                 self._v5 = True
-                self._routes.clear()
+                self._forget_routes()
             log.warning("%s; retrying in %.1f s", self._last_error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
@@ -397,7 +401,7 @@ class Broker:
         log.info("broker closed the connection twice on MQTT 5 (%s); trying MQTT 3.1.1", exc)
         self._v5 = False
         self._probing_311 = True
-        self._routes.clear()
+        self._forget_routes()
         return True
 
     async def stop(self, run_task: asyncio.Task[None]) -> None:
@@ -458,7 +462,10 @@ class Broker:
         if ids:
             for sub_id in ids:
                 if (f := self._by_id.get(sub_id)) is not None:
-                    f.deliver(received)
+                    if f.followers and self._overlapping_follows and not received.retain:
+                        self._deliver_once(f, received)
+                    else:
+                        f.deliver(received)
             return
         route = self._routes.get(received.topic)
         if route is None:
@@ -468,6 +475,34 @@ class Broker:
             f.deliver(received)
         for sink in observers:
             sink.offer(received)
+
+    def _deliver_once(self, f: _Filter, received: Received) -> None:
+        """`f.deliver`, where a follower follows several filters that can match one topic (`a/+/c` and
+        `a/b/+`): the broker sends a copy per matching subscription, and the follower takes only the one
+        that came for the first of its filters matching the topic, so it counts each message once."""
+        topic = received.topic
+        for sink in f.sinks:
+            if sink not in f.followers or self._first_followed(topic, sink) == f.match_filter:
+                sink.offer(received)
+
+    def _first_followed(self, topic: str, sink: Sink) -> str:
+        key = (topic, id(sink))
+        first = self._firsts.get(key)
+        if first is None:
+            first = next(
+                (pattern for pattern, s in self._followed if s is sink and matches(pattern, topic)), ""
+            )
+            if len(self._firsts) >= _ROUTE_CACHE_SIZE:
+                self._firsts.clear()
+            self._firsts[key] = first
+        return first
+
+    def _forget_routes(self) -> None:
+        """Filters or followers changed: what was worked out per topic may be wrong now."""
+        self._routes.clear()
+        self._firsts.clear()
+        sinks = [sink for _, sink in self._followed]
+        self._overlapping_follows = len(sinks) != len({id(sink) for sink in sinks})
 
     def _route_of(self, topic: str) -> tuple[tuple[_Filter, ...], tuple[Sink, ...]]:
         filters = tuple(f for f in self._filters.values() if matches(f.match_filter, topic))
@@ -484,13 +519,13 @@ class Broker:
     def _add_filter(self, topic_filter: str) -> _Filter:
         f = self._filters[topic_filter] = _Filter(topic_filter, self._new_subscription_id())
         self._by_id[f.sub_id] = f
-        self._routes.clear()
+        self._forget_routes()
         return f
 
     def _remove_filter(self, f: _Filter) -> None:
         del self._filters[f.topic_filter]
         del self._by_id[f.sub_id]
-        self._routes.clear()
+        self._forget_routes()
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
@@ -572,7 +607,7 @@ class Broker:
         if problem := filter_problem(topic_filter):
             raise ValueError(problem)
         self._followed.append((split_shared(topic_filter)[1], sink))
-        self._routes.clear()
+        self._forget_routes()
         if not self._v5:
             return  # see _route
         f = self._filters.get(topic_filter) or self._add_filter(topic_filter)
