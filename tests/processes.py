@@ -18,8 +18,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_listening(process: subprocess.Popen[str], port: int, what: str, timeout: float = 20) -> None:
-    """Return once `port` accepts connections; fail the test with the process's stderr if it dies."""
+def wait_listening(
+    process: subprocess.Popen[str], port: int, what: str, log: pathlib.Path, timeout: float = 20
+) -> None:
+    """Return once `port` accepts connections; fail the test with the end of `log` if it dies.
+
+    The process must write its output to the file `log`, not to a pipe: a pipe nobody reads fills up
+    (64 KiB) during a long test session and then blocks the process mid-test.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -28,7 +34,8 @@ def wait_listening(process: subprocess.Popen[str], port: int, what: str, timeout
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                pytest.fail(f"{what} did not listen on {port}: {process.communicate()[1][-2000:]}")
+                process.wait()
+                pytest.fail(f"{what} did not listen on {port}: {log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.05)
 
 
@@ -47,8 +54,10 @@ def amqtt(workdir: pathlib.Path, listener: str = "tcp", plugins: Iterable[str] =
         + "".join(f"  {plugin}: {{}}\n" for plugin in plugins)
     )
     command = [str(pathlib.Path(sys.executable).parent / "amqtt"), "-c", str(config)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_listening(process, port, "amqtt")
+    log = workdir / "amqtt.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=output, text=True)
+    wait_listening(process, port, "amqtt", log)
     try:
         yield port
     finally:

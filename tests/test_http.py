@@ -23,15 +23,18 @@ def http_server(
     config, _ = write_config(tmp_path, broker)
     port = free_port()
     command = [sys.executable, "-m", "mcpmqtt", "serve", "--transport", request.param, "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    wait_listening(process, port, "the server")
+    log = tmp_path / "server.stderr"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*command, "--config", str(config)], stdout=subprocess.PIPE, stderr=output, text=True
+        )
+    wait_listening(process, port, "the server", log)
     try:
         yield request.param, f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
-        stdout, stderr = process.communicate(timeout=15)
+        stdout, _ = process.communicate(timeout=15)
+        stderr = log.read_text(errors="replace")
         assert stdout == "", f"the server wrote to stdout: {stdout[:500]!r}"
         assert "GET /" in stderr or "POST /" in stderr  # the access log went to stderr
 
