@@ -147,19 +147,11 @@ class FastReader:
         pos = 0
         while pos < size:
             header = data[pos]
-            at = pos + 1  # the remaining length: 1 to 4 bytes of 7 bits, least significant first
-            length = shift = 0
-            while True:
-                if at == size:
+            length, at = _variable_int(data, pos + 1, size)  # the remaining length
+            if length < 0:
+                if length == _CUT:
                     return self._keep(data, pos, size - pos + 1)
-                byte = data[at]
-                at += 1
-                length |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-                if shift == 28:
-                    return MQTTErrorCode.MQTT_ERR_PROTOCOL
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
             end = at + length
             if end > size:
                 return self._keep(data, pos, end - pos)
@@ -231,18 +223,28 @@ def _subscription_ids(data: bytes, start: int, end: int) -> list[int] | None:
     while at < stop:
         if data[at] != 0x0B:  # Subscription Identifier
             return None
-        at += 1
-        value = shift = 0
-        while True:
-            if at == stop:
-                return None
-            byte = data[at]
-            at += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-            if shift == 28:
-                return None
+        value, at = _variable_int(data, at + 1, stop)
+        if value < 0:
+            return None
         ids.append(value)
     return ids
+
+
+_CUT = -1
+_MALFORMED = -2
+
+
+def _variable_int(data: bytes, at: int, stop: int) -> tuple[int, int]:
+    """The MQTT Variable Byte Integer at `at` (1 to 4 bytes of 7 bits, least significant first) and the
+    position after it; or (_CUT, stop) if `stop` comes first, (_MALFORMED, at) if it runs past 4 bytes."""
+    value = shift = 0
+    while at < stop:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+        if shift == 28:
+            return _MALFORMED, at
+    return _CUT, stop
