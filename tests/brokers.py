@@ -20,7 +20,6 @@ import json
 import os
 import pathlib
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,28 +27,10 @@ import time
 from types import TracebackType
 from typing import Self
 
+from mosquitto import find_executable, free_ports
+
 STARTUP_TIMEOUT = 60.0
 """Seconds `start` waits for the first accepted MQTT CONNECT (RabbitMQ needs about 8 to 12)."""
-
-_SBIN_DIRS = "/usr/sbin:/usr/local/sbin:/opt/homebrew/sbin"
-
-
-def find_executable(name: str) -> pathlib.Path | None:
-    """`name` on PATH, or in an sbin folder (where Debian puts servers; not on a user's PATH)."""
-    found = shutil.which(name) or shutil.which(name, path=_SBIN_DIRS)
-    return pathlib.Path(found) if found else None
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports free right now, distinct because all are held open until all are picked."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def mqtt_connect_accepted(host: str, port: int, timeout: float = 2.0) -> bool:

@@ -80,10 +80,15 @@ _CONNECTION_EDGE = re.compile(
 )
 
 
-def find_mosquitto() -> pathlib.Path | None:
-    """The `mosquitto` binary: on PATH, or in an sbin folder (Debian's, which is not on a user's PATH)."""
-    found = shutil.which("mosquitto") or shutil.which("mosquitto", path=_SBIN_DIRS)
+def find_executable(name: str) -> pathlib.Path | None:
+    """`name` on PATH, or in an sbin folder (where Debian puts servers; not on a user's PATH)."""
+    found = shutil.which(name) or shutil.which(name, path=_SBIN_DIRS)
     return pathlib.Path(found) if found else None
+
+
+def find_mosquitto() -> pathlib.Path | None:
+    """The `mosquitto` binary."""
+    return find_executable("mosquitto")
 
 
 class Mosquitto:
@@ -95,7 +100,7 @@ class Mosquitto:
         self.workdir = workdir
         self.persistent = persistent
         self.host = "127.0.0.1"
-        self.port, self.auth_port, self.dynsec_port = _free_ports(self.host, 3)
+        self.port, self.auth_port, self.dynsec_port = free_ports(3, self.host)
         self.users = {"agent": "agent-pass"}
         self.log_path = workdir / "mosquitto.log"
         self._output_path = workdir / "mosquitto.out"
@@ -375,7 +380,7 @@ def _require_prefix(client_id_prefix: str) -> None:
         raise ValueError("client_id_prefix must not be empty")
 
 
-def _free_ports(host: str, count: int) -> list[int]:
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports that are free right now, distinct because all are held open until all are picked."""
     sockets = [socket.socket() for _ in range(count)]
     try:

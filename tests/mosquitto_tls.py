@@ -17,7 +17,7 @@ from __future__ import annotations
 import pathlib
 
 from certificates import Authority, Issued
-from mosquitto import Mosquitto, _free_ports
+from mosquitto import Mosquitto, free_ports
 
 
 class TlsMosquitto(Mosquitto):
@@ -25,7 +25,7 @@ class TlsMosquitto(Mosquitto):
 
     def __init__(self, workdir: pathlib.Path) -> None:
         super().__init__(workdir)
-        self.tls_port, self.mtls_port, self.tls_auth_port, self.wrong_name_port = _free_ports(self.host, 4)
+        self.tls_port, self.mtls_port, self.tls_auth_port, self.wrong_name_port = free_ports(4, self.host)
         pki = workdir / "pki"
         self.ca = Authority(pki, "broker-ca")
         self.client_ca = Authority(pki, "client-ca")

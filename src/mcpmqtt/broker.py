@@ -233,7 +233,7 @@ class Broker:
         # (topic, follower) -> the first of the follower's filters that matches the topic ("" if none);
         # used only while some follower follows several filters (see _deliver_once).
         self._firsts: dict[tuple[str, int], str] = {}
-        self._overlapping_follows = False
+        self._overlapping_follows = False  # some follower follows several filters
         self._stopping = False
         self._lost_because: str | None = None
         self._spoke_v5 = False  # an MQTT 5 connection has succeeded: the broker speaks it
@@ -501,8 +501,6 @@ class Broker:
         """Filters or followers changed: what was worked out per topic may be wrong now."""
         self._routes.clear()
         self._firsts.clear()
-        sinks = [sink for _, sink in self._followed]
-        self._overlapping_follows = len(sinks) != len({id(sink) for sink in sinks})
 
     def _route_of(self, topic: str) -> tuple[tuple[_Filter, ...], tuple[Sink, ...]]:
         filters = tuple(f for f in self._filters.values() if matches(f.match_filter, topic))
@@ -603,9 +601,12 @@ class Broker:
         On MQTT 3.1.1 there is no subscription identifier to tell the broker's copies apart, so a
         subscription of our own would make every call on an overlapping filter receive each
         message twice. There `sink` instead sees what the calls' subscriptions deliver.
+
+        A sink may follow several filters; it gets each message once even where they overlap.
         """
         if problem := filter_problem(topic_filter):
             raise ValueError(problem)
+        self._overlapping_follows |= any(followed is sink for _, followed in self._followed)
         self._followed.append((split_shared(topic_filter)[1], sink))
         self._forget_routes()
         if not self._v5:

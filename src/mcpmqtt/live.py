@@ -90,8 +90,9 @@ def followed_patterns(runtime: Runtime) -> list[str]:
 
     Shared subscriptions are left out (they would steal messages from the group), and so is a pattern
     that another one covers (`lab/#` beside `#`): the broker sends a message once per matching
-    subscription, so the live state would count it twice. Of two patterns that cover each other
-    (`#` and `+/#`) the first is kept.
+    subscription, and the copy a covered pattern brings is only ever dropped again (the adapter hands
+    a follower one copy per message, see `Broker.follow`), so not subscribing saves the traffic. Of two
+    patterns that cover each other (`#` and `+/#`) the first is kept.
     """
     candidates = list(
         dict.fromkeys(
