@@ -4,6 +4,8 @@ the amqtt fallback, driven by the MCP SDK's client, and nothing left running onc
 
 import itertools
 import json
+import logging
+import os
 import pathlib
 import signal
 import socket
@@ -19,9 +21,10 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_client import TOOLS, structured
+from mosquitto import Mosquitto
 
 from mcpmqtt.demo.config import DEMO_TOPICS
-from mcpmqtt.demo.devices import Printer, Sensor, parse_request
+from mcpmqtt.demo.devices import Printer, Sensor, parse_request, run_devices
 from mcpmqtt.demo.tour import STEPS
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +44,15 @@ def free_port() -> int:
 class Running:
     """A demo process whose output goes to files, so that a full pipe can never stall it."""
 
-    def __init__(self, workdir: pathlib.Path, *args: str, stdin: int = subprocess.DEVNULL) -> None:
+    def __init__(
+        self, workdir: pathlib.Path, *args: str, stdin: int = subprocess.DEVNULL, session: bool = False
+    ) -> None:
         self.stdout_path, self.stderr_path = workdir / "stdout", workdir / "stderr"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen([*DEMO, *args], stdin=stdin, stdout=out, stderr=err)
+            # session=True: the demo leads a process group of its own, as a shell's foreground job does.
+            self.process = subprocess.Popen(
+                [*DEMO, *args], stdin=stdin, stdout=out, stderr=err, start_new_session=session
+            )
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8")
@@ -75,10 +83,10 @@ def launch(tmp_path: pathlib.Path) -> Iterator[Launch]:
     """Start demos; whatever is still running at the end is killed, children first."""
     started: list[Running] = []
 
-    def start(*args: str, stdin: int = subprocess.DEVNULL) -> Running:
+    def start(*args: str, stdin: int = subprocess.DEVNULL, session: bool = False) -> Running:
         workdir = tmp_path / f"demo{len(started)}"
         workdir.mkdir()
-        started.append(Running(workdir, *args, stdin=stdin))
+        started.append(Running(workdir, *args, stdin=stdin, session=session))
         return started[-1]
 
     yield start
@@ -143,6 +151,41 @@ def test_a_stop_signal_ends_the_demo_and_its_broker(
     assert not alive, f"left running: {alive}"
     assert "stopped the server, the devices and the broker" in demo.stderr()
     assert "Traceback" not in demo.stderr()
+
+
+@pytest.mark.parametrize(
+    ("transport", "broker"), [("http", "mosquitto"), ("http", "amqtt"), ("stdio", "mosquitto")]
+)
+def test_ctrl_c_in_a_terminal_stops_the_demo_cleanly(launch: Launch, transport: str, broker: str) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group, not the demo alone."""
+    port = free_port()
+    stdin = subprocess.PIPE if transport == "stdio" else subprocess.DEVNULL
+    demo = launch(
+        "--transport", transport, "--port", str(port), "--broker", broker, stdin=stdin, session=True
+    )
+    demo.wait_for_stderr("Ctrl-C stops everything" if transport == "http" else "MCP on this process's stdin")
+    children = psutil.Process(demo.process.pid).children(recursive=True)
+
+    os.killpg(demo.process.pid, signal.SIGINT)
+    assert demo.process.wait(10) == 0, demo.stderr()[-3000:]
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left running: {alive}"
+    assert "stopped the server, the devices and the broker" in demo.stderr()
+    assert "Traceback" not in demo.stderr()
+    assert "lost the broker" not in demo.stderr(), "the broker stopped before the devices"
+
+
+async def test_devices_stop_quietly_when_their_broker_goes_away(
+    fresh_broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker stopped while the devices run (a service manager stopping the demo's whole group, say)
+    ends the devices with a log line, not an exception."""
+    caplog.set_level(logging.INFO, "mcpmqtt.demo.devices")
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(run_devices, fresh_broker.host, fresh_broker.port, "5", "mosquitto")
+            await anyio.to_thread.run_sync(fresh_broker.stop)
+    assert "the devices lost the broker" in caplog.text
 
 
 @pytest.mark.parametrize("broker", BROKERS)
