@@ -22,6 +22,7 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_client import TOOLS, structured
 from mosquitto import Mosquitto
+from node import INSPECTOR, node, npx
 
 from mcpmqtt.demo.config import DEMO_TOPICS
 from mcpmqtt.demo.devices import Printer, Sensor, parse_request, run_devices
@@ -45,13 +46,18 @@ class Running:
     """A demo process whose output goes to files, so that a full pipe can never stall it."""
 
     def __init__(
-        self, workdir: pathlib.Path, *args: str, stdin: int = subprocess.DEVNULL, session: bool = False
+        self,
+        workdir: pathlib.Path,
+        *args: str,
+        stdin: int = subprocess.DEVNULL,
+        session: bool = False,
+        program: list[str] = DEMO,
     ) -> None:
         self.stdout_path, self.stderr_path = workdir / "stdout", workdir / "stderr"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             # session=True: the demo leads a process group of its own, as a shell's foreground job does.
             self.process = subprocess.Popen(
-                [*DEMO, *args], stdin=stdin, stdout=out, stderr=err, start_new_session=session
+                [*program, *args], stdin=stdin, stdout=out, stderr=err, start_new_session=session
             )
 
     def stderr(self) -> str:
@@ -83,10 +89,12 @@ def launch(tmp_path: pathlib.Path) -> Iterator[Launch]:
     """Start demos; whatever is still running at the end is killed, children first."""
     started: list[Running] = []
 
-    def start(*args: str, stdin: int = subprocess.DEVNULL, session: bool = False) -> Running:
+    def start(
+        *args: str, stdin: int = subprocess.DEVNULL, session: bool = False, program: list[str] = DEMO
+    ) -> Running:
         workdir = tmp_path / f"demo{len(started)}"
         workdir.mkdir()
-        started.append(Running(workdir, *args, stdin=stdin, session=session))
+        started.append(Running(workdir, *args, stdin=stdin, session=session, program=program))
         return started[-1]
 
     yield start
@@ -112,13 +120,57 @@ async def test_demo_answers_tools_list_over_http_within_10_seconds(launch: Launc
 
     banner = demo.stderr()
     assert ("Mosquitto" if broker == "mosquitto" else "amqtt") in banner
-    assert json.dumps({"mcpServers": {"mqtt-demo": {"url": f"http://127.0.0.1:{port}/mcp"}}}) in banner
-    assert '"args": ["demo", "--transport", "stdio"]' in banner
+    http_entry = {"mcpServers": {"mqtt-demo": {"type": "http", "url": f"http://127.0.0.1:{port}/mcp"}}}
+    assert json.dumps(http_entry) in banner
+    # Started as `python -m mcpmqtt`, the demo tells the host to start it the same way, in full.
+    stdio_entry = {
+        "mcpServers": {
+            "mqtt-demo": {
+                "command": sys.executable,
+                "args": ["-m", "mcpmqtt", "demo", "--transport", "stdio"],
+            }
+        }
+    }
+    assert json.dumps(stdio_entry) in banner
     assert f"--cli http://127.0.0.1:{port}/mcp --transport http --method tools/list" in banner
     assert "\033[" not in banner, "colour codes written to a pipe"
     demo.process.terminate()
     assert demo.process.wait(10) == 0
     assert demo.stdout_path.read_text() == "", "the demo wrote to stdout"
+
+
+@pytest.mark.inspector
+def test_banner_entries_work_in_the_inspector_as_printed(launch: Launch, tmp_path: pathlib.Path) -> None:
+    """Each `mcp.json` entry of the banner, pasted as is into a host's file: the Inspector's `--config`
+    reads them as hosts do, from another folder and with a PATH that does not hold mcpmqtt."""
+    inspector = [npx(), "-y", INSPECTOR, "--cli"]
+    env = node().env  # the Inspector asks for Node >= 22.19
+    env["PATH"] = os.pathsep.join(
+        folder for folder in env["PATH"].split(os.pathsep) if not (pathlib.Path(folder) / "mcpmqtt").exists()
+    )
+    port = free_port()
+    console_script = str(pathlib.Path(sys.executable).parent / "mcpmqtt")
+    demo = launch("demo", "--port", str(port), program=[console_script])
+    demo.wait_for_stderr("Ctrl-C stops everything")
+    entries = [
+        line.strip() for line in demo.stderr().splitlines() if line.strip().startswith('{"mcpServers"')
+    ]
+    assert len(entries) == 2, demo.stderr()
+
+    for number, entry in enumerate(entries):
+        host_file = tmp_path / f"mcp{number}.json"
+        host_file.write_text(entry)
+        done = subprocess.run(
+            [*inspector, "--config", str(host_file), "--server", "mqtt-demo", "--method", "tools/list"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"{entry}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        assert {tool["name"] for tool in json.loads(done.stdout)["tools"]} == TOOLS, entry
+    assert json.loads(entries[1])["mcpServers"]["mqtt-demo"]["command"] == console_script
 
 
 @pytest.mark.parametrize(

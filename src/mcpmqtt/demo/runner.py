@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from types import FrameType
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import uvicorn
@@ -102,6 +103,28 @@ async def wait_started(web: uvicorn.Server) -> None:
         await anyio.sleep(0.02)
 
 
+def launch_command() -> list[str]:
+    """The command that started this process, with an absolute path, for a host to start it again.
+
+    A host starts servers with its own working directory and often its own PATH, so a bare `mcpmqtt`
+    fails there (`spawn mcpmqtt ENOENT`) for anyone who has not put the virtualenv on PATH.
+    """
+    script = Path(sys.argv[0])
+    if script.name != "__main__.py" and script.is_file() and os.access(script, os.X_OK):
+        return [str(script.resolve())]  # the console script
+    return [sys.executable, "-m", "mcpmqtt"]  # `python -m mcpmqtt`, or anything else unexpected
+
+
+def host_entries(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `mcp.json` entries for the running demo over HTTP, and for a host starting it over stdio."""
+    command, *args = launch_command()
+    http = {"mcpServers": {"mqtt-demo": {"type": "http", "url": url}}}
+    stdio = {
+        "mcpServers": {"mqtt-demo": {"command": command, "args": [*args, "demo", "--transport", "stdio"]}}
+    }
+    return http, stdio
+
+
 def banner(broker: EmbeddedBroker, transport: Literal["http", "stdio"], url: str, style: Style) -> str:
     """What runs and how to connect to it, for the person who started the demo."""
     rooms = " and ".join(ROOMS)
@@ -118,10 +141,7 @@ def banner(broker: EmbeddedBroker, transport: Literal["http", "stdio"], url: str
     if transport == "stdio":
         lines.append(f"  {style.cyan('server')}   MCP on this process's stdin and stdout")
         return "\n".join(lines)
-    http_entry = {"mcpServers": {"mqtt-demo": {"url": url}}}
-    stdio_entry = {
-        "mcpServers": {"mqtt-demo": {"command": "mcpmqtt", "args": ["demo", "--transport", "stdio"]}}
-    }
+    http_entry, stdio_entry = host_entries(url)
     lines += [
         f"  {style.cyan('server')}   {style.bold(url)} (Streamable HTTP)",
         "",
