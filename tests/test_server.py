@@ -123,9 +123,41 @@ async def test_publish_base64_sends_the_exact_bytes(served: Served) -> None:
 
 
 @pytest.mark.parametrize(
+    ("payload", "sent"),
+    [
+        ({"command": "status", "room": "küche"}, '{"command":"status","room":"küche"}'.encode()),
+        (21.5, b"21.5"),
+        (7, b"7"),
+        (True, b"true"),
+        ([1, "a", None], b'[1,"a",null]'),
+        (None, b"null"),
+        ("21.5", b"21.5"),  # a string is sent as is, never quoted
+        ('{"a": 1,  "b": "\\u00e9"}', b'{"a": 1,  "b": "\\u00e9"}'),  # nor parsed and written anew
+    ],
+    ids=["object", "float", "int", "bool", "array", "null", "string", "json-text"],
+)
+async def test_publish_sends_a_json_value_payload_as_compact_json(
+    served: Served, payload: Any, sent: bytes, request: pytest.FixtureRequest
+) -> None:
+    topic = f"lab/json/{served.mode}/{request.node.callspec.id}"
+    async with raw_client(served.broker) as observer:
+        await observer.subscribe(topic, qos=1)
+        result = structured(await served.call("mqtt_publish", topic=topic, payload=payload, qos=1))
+        assert result["bytes"] == len(sent)
+        with anyio.fail_after(5):
+            message = await anext(aiter(observer.messages))
+        assert message.payload == sent
+
+
+@pytest.mark.parametrize(
     ("arguments", "prefix", "detail"),
     [
         ({"topic": "sensors/x/temperature", "payload": "1"}, "permission denied:", "write pattern"),
+        (
+            {"topic": "actuators/a", "payload": {"a": 1}, "payload_encoding": "base64"},
+            "invalid argument:",
+            "base64 string, and this payload is an object",
+        ),
         ({"topic": "actuators/+", "payload": "1"}, "invalid topic:", "'+'"),
         ({"topic": "actuators/#", "payload": "1"}, "invalid topic:", "'#'"),
         ({"topic": "actuators/a\x00b", "payload": "1"}, "invalid topic:", "U+0000"),
@@ -335,6 +367,16 @@ async def test_query_subscribes_before_it_publishes(served: Served) -> None:
     assert result["response"]["payload"] == "re:status"
     assert result["response"]["topic"] == result["response_topic"]
     assert result["response"]["properties"]["correlation_data"] == result["correlation_id"]
+
+
+async def test_query_sends_a_json_value_payload_as_compact_json(served: Served) -> None:
+    async with responder(served.broker, "commands/json/request"):
+        result = structured(
+            await served.call(
+                "mqtt_query", request_topic="commands/json/request", payload={"command": "status"}
+            )
+        )
+    assert result["response"]["payload"] == 're:{"command":"status"}'
 
 
 async def test_query_with_response_topic_needs_read_permission_and_uses_it(served: Served) -> None:

@@ -22,6 +22,7 @@ from mcpmqtt.audit import AuditLog
 from mcpmqtt.broker import Broker, BrokerSettings
 from mcpmqtt.config import Config
 from mcpmqtt.live import Notifier, followed_patterns, register_live
+from mcpmqtt.messages import payload_text
 from mcpmqtt.prompts import register_prompts
 from mcpmqtt.resources import register_resources
 from mcpmqtt.results import error_result
@@ -56,6 +57,10 @@ def _describe_validation(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_PAYLOAD_TOOLS = frozenset({"mqtt_publish", "mqtt_query"})
+"""The tools whose `payload` takes any JSON value."""
+
+
 class _Server(MCPServer[Any]):
     """MCPServer whose argument errors (wrong type, out of range, unknown name) carry the
     contract's `invalid argument:` prefix instead of the SDK's own wording."""
@@ -87,6 +92,13 @@ class _Server(MCPServer[Any]):
                 f"invalid argument: {name} has no argument {', '.join(map(repr, unknown))}; "
                 f"its arguments are {', '.join(sorted(known))}"
             )
+        if name in _PAYLOAD_TOOLS and not isinstance(arguments.get("payload", ""), str):
+            # A JSON value as payload is sent as its compact JSON text (messages.payload_text).
+            try:
+                text = payload_text(arguments["payload"], arguments.get("payload_encoding", "utf-8"))
+            except ValueError as exc:
+                return error_result(f"invalid argument: {exc}")
+            arguments = {**arguments, "payload": text}
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
