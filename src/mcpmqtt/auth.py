@@ -30,7 +30,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from pydantic import ConfigDict, Field
 
 from mcpmqtt.apikeys import KeyHash
-from mcpmqtt.grants import Grant, narrow
+from mcpmqtt.grants import Grant, limits_of, narrow
 from mcpmqtt.http_settings import ApiKey, HttpSettings, OAuthSettings
 from mcpmqtt.policy import Allowlist
 
@@ -83,7 +83,8 @@ class ApiKeyVerifier:
 
     def __init__(self, keys: Sequence[ApiKey], allowlist: Allowlist) -> None:
         self._keys: list[tuple[str, KeyHash, Allowlist | None]] = [
-            (key.name, key.key_hash(), _narrowed(allowlist, [key.grant()])) for key in keys
+            (key.name, key.key_hash(), _narrowed(allowlist, key.grant(), f"the API key {key.name!r}"))
+            for key in keys
         ]
         self._secret = secrets.token_bytes(32)
         self._known = _Lru(_CACHE_SIZE)
@@ -241,9 +242,16 @@ class JwtVerifier:
         if granted not in self._narrowed:
             # No mapped scope: the allowlist's deny entries and nothing else, so every call is refused
             # with the usual explanation rather than an HTTP error the model cannot read.
-            self._narrowed[granted] = narrow(
-                self._allowlist, [mapping[scope].grant() for scope in sorted(granted)]
-            )
+            grants = [mapping[scope].grant() for scope in sorted(granted)]
+            if granted:
+                limit = " and ".join(limits_of(grant) for grant in grants)
+                holder = f"the token's scopes ({', '.join(sorted(granted))}) limit it to {limit}"
+            else:
+                holder = (
+                    "the token carries none of the scopes that http.oauth.scopes grants "
+                    f"({', '.join(sorted(mapping))})"
+                )
+            self._narrowed[granted] = narrow(self._allowlist, grants, holder)
         return self._narrowed[granted]
 
 
@@ -256,8 +264,11 @@ def _scopes(claims: dict[str, Any]) -> list[str]:
     return [str(s) for s in listed] if isinstance(listed, list) else []
 
 
-def _narrowed(allowlist: Allowlist, grants: list[Grant]) -> Allowlist | None:
-    return narrow(allowlist, grants) if any(grant.narrows for grant in grants) else None
+def _narrowed(allowlist: Allowlist, grant: Grant, holder: str) -> Allowlist | None:
+    """The allowlist of a key holding `grant`, or None when the grant takes nothing away."""
+    if not grant.narrows:
+        return None
+    return narrow(allowlist, [grant], f"{holder} is limited to {limits_of(grant)}")
 
 
 class Verifier:
