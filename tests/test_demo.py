@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -24,9 +25,10 @@ from mcp_client import TOOLS, structured
 from mosquitto import Mosquitto
 from node import INSPECTOR, node, npx
 
-from mcpmqtt.demo.config import DEMO_TOPICS
+from mcpmqtt.demo.config import DEMO_TOPICS, demo_config
 from mcpmqtt.demo.devices import Printer, Sensor, parse_request, run_devices
 from mcpmqtt.demo.tour import STEPS
+from mcpmqtt.server import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -324,6 +326,18 @@ def test_printer_refuses_a_bad_request_and_says_what_it_accepts(request_: dict[s
     reply = Printer().handle(request_)
     assert reply["ok"] is False
     assert "set_temperature" in reply["error"]
+
+
+async def test_the_device_request_prompts_example_is_a_request_the_printer_understands() -> None:
+    prompts = {
+        prompt.name: prompt for prompt in await build_server(demo_config("127.0.0.1", 1)).list_prompts()
+    }
+    [command] = [
+        argument for argument in prompts["device_request"].arguments or [] if argument.name == "command"
+    ]
+    example = re.search(r"e\.g\. (\{.*\})", command.description or "")
+    assert example is not None, command.description
+    assert Printer().handle(parse_request(example[1].encode()))["ok"] is True
 
 
 def test_sensor_values_drift_but_stay_plausible() -> None:
