@@ -141,6 +141,24 @@ async def test_demo_answers_tools_list_over_http_within_10_seconds(launch: Launc
     assert demo.stdout_path.read_text() == "", "the demo wrote to stdout"
 
 
+async def test_demo_prints_one_line_per_tool_call_with_the_refusal(launch: Launch) -> None:
+    port = free_port()
+    demo = launch("--port", str(port))
+    await anyio.to_thread.run_sync(demo.wait_for_stderr, "Ctrl-C stops everything")
+    async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+        await client.call_tool("mqtt_publish", {"topic": "sensors/exampleroom1/temperature", "payload": "99"})
+        await client.call_tool("mqtt_subscribe", {"topic": "#", "timeout": 1})
+        await client.call_tool("mqtt_read", {"topic": "status/system"})
+    await anyio.to_thread.run_sync(demo.wait_for_stderr, "→ mqtt_read status/system: ok")
+    lines = [line for line in demo.stderr().splitlines() if line.startswith("→ ")]
+    assert lines[0].startswith(
+        "→ mqtt_publish sensors/exampleroom1/temperature: refused: permission denied: publishing to "
+        "'sensors/exampleroom1/temperature' needs a write pattern"
+    )
+    assert lines[1].startswith("→ mqtt_subscribe #: refused: permission denied: no single read pattern")
+    assert lines[2] == "→ mqtt_read status/system: ok"
+
+
 @pytest.mark.inspector
 def test_banner_entries_work_in_the_inspector_as_printed(launch: Launch, tmp_path: pathlib.Path) -> None:
     """Each `mcp.json` entry of the banner, pasted as is into a host's file: the Inspector's `--config`

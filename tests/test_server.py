@@ -15,7 +15,11 @@ import pytest
 from devices import raw_client, responder
 from mcp.client import Client
 from mcp_client import MODES, TOOLS, connect, error_text, structured, wait_for_log, write_config
+from mcp_types import CallToolResult
 from mosquitto import Mosquitto
+
+from mcpmqtt.config import Config, MqttSettings, TopicEntry
+from mcpmqtt.server import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -481,3 +485,22 @@ async def test_broker_refusals_reach_the_agent_as_broker_refused(
         assert refused.startswith("broker refused:") and "'forbidden/#'" in refused
         allowed = await client.call_tool("mqtt_publish", {"topic": "allowed/x", "payload": "x", "qos": 1})
         assert structured(allowed)["topic"] == "allowed/x"  # the connection survived both refusals
+
+
+# ---- the tool call observer ---------------------------------------------------------------------
+
+
+async def test_the_tool_call_observer_sees_every_call_and_cannot_break_one() -> None:
+    seen: list[tuple[str, dict[str, Any], bool]] = []
+
+    def observe(name: str, arguments: dict[str, Any], result: CallToolResult) -> None:
+        seen.append((name, arguments, bool(result.is_error)))
+        raise RuntimeError("a broken observer")
+
+    config = Config(
+        mqtt=MqttSettings(host="127.0.0.1", port=1), topics=[TopicEntry(pattern="a", permissions=["read"])]
+    )
+    async with Client(build_server(config, on_tool_call=observe)) as client:
+        result = await client.call_tool("mqtt_publish", {"topic": "a", "payload": {"x": 1}})
+    assert error_text(result).startswith("permission denied: publishing to 'a'")
+    assert seen == [("mqtt_publish", {"topic": "a", "payload": {"x": 1}}, True)]

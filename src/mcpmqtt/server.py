@@ -6,7 +6,7 @@ Runtime (config, allowlist, broker).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,6 +57,9 @@ def _describe_validation(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+ToolCallObserver = Callable[[str, dict[str, Any], CallToolResult], None]
+"""Told of every finished tool call: the tool's name, its arguments as given, and its result."""
+
 _PAYLOAD_TOOLS = frozenset({"mqtt_publish", "mqtt_query"})
 """The tools whose `payload` takes any JSON value."""
 
@@ -68,6 +71,7 @@ class _Server(MCPServer[Any]):
     _arguments: dict[str, frozenset[str]] | None = None
     audit: AuditLog | None = None
     runtime: Runtime | None = None  # for the HTTP app: the auth config, the allowlist, readiness
+    on_tool_call: ToolCallObserver | None = None
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -75,8 +79,14 @@ class _Server(MCPServer[Any]):
         result = await self._call_tool(name, arguments, context)
         # Recorded here, where every tool call passes, so that no tool needs audit code of its own;
         # a call still waiting for the person's confirmation (InputRequiredResult) has not ended yet.
-        if self.audit is not None and isinstance(result, CallToolResult):
-            self.audit.tool_call(name, arguments, result, context)
+        if isinstance(result, CallToolResult):
+            if self.audit is not None:
+                self.audit.tool_call(name, arguments, result, context)
+            if self.on_tool_call is not None:
+                try:
+                    self.on_tool_call(name, arguments, result)
+                except Exception:  # an observer's fault must not change the call's result
+                    log.exception("the tool call observer failed on a %s call", name)
         return result
 
     async def _call_tool(
@@ -132,8 +142,13 @@ def broker_settings(config: Config) -> BrokerSettings:
     )
 
 
-def build_server(config: Config, broker: Broker | None = None) -> MCPServer[Any]:
-    """The MCP server for one config; the broker connection starts and stops with its lifespan."""
+def build_server(
+    config: Config, broker: Broker | None = None, *, on_tool_call: ToolCallObserver | None = None
+) -> MCPServer[Any]:
+    """The MCP server for one config; the broker connection starts and stops with its lifespan.
+
+    `on_tool_call` is told of every finished tool call, allowed or refused (the demo prints them).
+    """
     runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)))
     bus = InMemorySubscriptionBus()
     live = config.live_state
@@ -172,6 +187,7 @@ def build_server(config: Config, broker: Broker | None = None) -> MCPServer[Any]
     )
     server.audit = audit
     server.runtime = runtime
+    server.on_tool_call = on_tool_call
     register_tools(server, runtime)
     register_resources(server, runtime)
     register_prompts(server, runtime)

@@ -22,9 +22,10 @@ from typing import Any, Literal
 
 import anyio
 import uvicorn
+from mcp_types import CallToolResult
 
 from mcpmqtt.demo.config import ROOMS, demo_config
-from mcpmqtt.demo.console import Style
+from mcpmqtt.demo.console import Style, tool_call_line
 from mcpmqtt.demo.devices import PRINTER_REQUESTS, SENSOR_INTERVAL, run_devices
 from mcpmqtt.demo.embedded import BrokerChoice, EmbeddedBroker, embedded_broker, ensure_free
 from mcpmqtt.http import http_server
@@ -158,8 +159,12 @@ def banner(broker: EmbeddedBroker, transport: Literal["http", "stdio"], url: str
 
 
 async def _serve(broker: EmbeddedBroker, transport: Literal["http", "stdio"], host: str, port: int) -> int:
-    server = build_server(demo_config(broker.host, broker.port))
     style = Style(sys.stderr)
+
+    def show(name: str, arguments: dict[str, Any], result: CallToolResult) -> None:
+        print(tool_call_line(name, arguments, result, style), file=sys.stderr, flush=True)
+
+    server = build_server(demo_config(broker.host, broker.port), on_tool_call=show)
     url = mcp_url(host, port)
     async with running_devices(broker):
         if transport == "stdio":
