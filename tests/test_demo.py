@@ -305,7 +305,9 @@ def _taken_port() -> tuple[socket.socket, int]:
         (["demo", "--tour", "--transport", "stdio"], 2, "drop --transport stdio"),
         (["demo", "--host", "0.0.0.0"], 2, "refusing to serve HTTP on 0.0.0.0"),
         (["demo", "--port", "{taken}"], 1, "pass another --port"),
-        (["demo", "--broker-port", "{taken}"], 1, "pass another --broker-port"),
+        # An explicit free --port: the default 8000 may be taken (a demo left running), and the demo
+        # checks --port first.
+        (["demo", "--port", "{free}", "--broker-port", "{taken}"], 1, "pass another --broker-port"),
     ],
 )
 def test_demo_refuses_what_it_cannot_do_before_starting_anything(
@@ -315,7 +317,8 @@ def test_demo_refuses_what_it_cannot_do_before_starting_anything(
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         taken = str(listener.getsockname()[1])
-        command = [*DEMO[:3], *(arg.replace("{taken}", taken) for arg in args)]
+        free = str(free_port())
+        command = [*DEMO[:3], *(arg.replace("{taken}", taken).replace("{free}", free) for arg in args)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == status
     assert says in done.stderr
