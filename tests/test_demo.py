@@ -268,6 +268,12 @@ def test_tour_passes_and_its_transcript_shows_every_step(broker: str) -> None:
     for number, (title, _) in enumerate(STEPS, start=1):
         assert f"{number}. {title}" in transcript
     assert transcript.count("   ok\n") == len(STEPS)
+    titles = " ".join(title for title, _ in STEPS)
+    assert all(tool in titles for tool in TOOLS), "the tour leaves out a tool the demo offers"
+    assert (
+        "Send the request '{\"command\": \"status\"}' to the device on 'commands/printer/request'"
+        in transcript
+    )
     assert f"tour passed: all {len(STEPS)} steps worked" in transcript
     assert '"devices_online": 7' in transcript
     assert transcript.count("sensors/exampleroom") >= 2
