@@ -381,7 +381,9 @@ class Broker:
                 self._probing_311 = False
                 self._v5 = True
                 self._forget_routes()
-            log.warning("%s; retrying in %.1f s", self._last_error, delay)
+            # Named in full: "Name or service not known" alone does not say which name.
+            where = f"{self.settings.host}:{self.settings.port}"
+            log.warning("broker at %s: %s; retrying in %.1f s", where, self._last_error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
 
