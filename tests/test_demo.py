@@ -209,7 +209,8 @@ def test_a_stop_signal_ends_the_demo_and_its_broker(
     port = free_port()
     # Over stdio the host keeps stdin open: the signal, not end of input, must end the demo.
     stdin = subprocess.PIPE if transport == "stdio" else subprocess.DEVNULL
-    demo = launch("--transport", transport, "--port", str(port), "--broker", broker, stdin=stdin)
+    where = ["--port", str(port)] if transport == "http" else []
+    demo = launch("--transport", transport, *where, "--broker", broker, stdin=stdin)
     if transport == "http":
         demo.wait_for_port(port, time.monotonic() + 10)
     else:
@@ -230,11 +231,9 @@ def test_a_stop_signal_ends_the_demo_and_its_broker(
 )
 def test_ctrl_c_in_a_terminal_stops_the_demo_cleanly(launch: Launch, transport: str, broker: str) -> None:
     """A terminal's Ctrl-C signals the whole foreground process group, not the demo alone."""
-    port = free_port()
+    where = ["--port", str(free_port())] if transport == "http" else []
     stdin = subprocess.PIPE if transport == "stdio" else subprocess.DEVNULL
-    demo = launch(
-        "--transport", transport, "--port", str(port), "--broker", broker, stdin=stdin, session=True
-    )
+    demo = launch("--transport", transport, *where, "--broker", broker, stdin=stdin, session=True)
     demo.wait_for_stderr("Ctrl-C stops everything" if transport == "http" else "MCP on this process's stdin")
     children = psutil.Process(demo.process.pid).children(recursive=True)
 
@@ -310,6 +309,7 @@ def _taken_port() -> tuple[socket.socket, int]:
         (["--config", "x.json", "demo"], 2, "--config does not apply"),
         (["demo", "--tour", "--transport", "stdio"], 2, "drop --transport stdio"),
         (["demo", "--host", "0.0.0.0"], 2, "refusing to serve HTTP on 0.0.0.0"),
+        (["demo", "--transport", "stdio", "--port", "{free}"], 2, "--port applies to HTTP only"),
         (["demo", "--port", "{taken}"], 1, "pass another --port"),
         # An explicit free --port: the default 8000 may be taken (a demo left running), and the demo
         # checks --port first.
