@@ -19,6 +19,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ _HASHING_THREADS = 2
 _JWKS_TIMEOUT = 10.0
 _JWKS_MAX_AGE = 600.0
 _JWKS_MIN_INTERVAL = 30.0
+
+
+refusal: ContextVar[str | None] = ContextVar("mcpmqtt_bearer_refusal", default=None)
+"""Why the bearer token just checked in this context was refused, for the 401 to say (the SDK's
+verifier interface can only answer None)."""
+
+
+def _refused(why: str) -> None:
+    """Note why the token is refused (see `refusal`); the verifier then answers None."""
+    refusal.set(why)
 
 
 class Access(AccessToken):
@@ -94,12 +105,15 @@ class ApiKeyVerifier:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         tag = hmac.digest(self._secret, token.encode(), hashlib.sha256)
+        wrong = "the bearer token is not one of this server's API keys"
         if self._rejected.get(tag) is not None:
+            _refused(wrong)
             return None
         entry: tuple[str, Allowlist | None] | None = self._known.get(tag)
         if entry is None:
             entry = await self._check(tag, token)
             if entry is None:
+                _refused(wrong)
                 return None
         name, allowlist = entry
         return Access(token=token, client_id=f"api-key:{name}", scopes=[], allowlist=allowlist)
@@ -219,8 +233,13 @@ class JwtVerifier:
                 leeway=settings.leeway,
                 options={"require": ["exp", "iss", "aud"]},
             )
+        except jwt.ExpiredSignatureError:
+            log.info("refused a bearer token: it has expired")
+            _refused("the access token has expired; get a new one from the authorization server")
+            return None
         except jwt.PyJWTError as exc:
             log.info("refused a bearer token: %s", exc)
+            _refused(f"the access token is not valid here: {exc}")
             return None
         scopes = _scopes(claims)
         return Access(
@@ -283,6 +302,7 @@ class Verifier:
             return await self._tokens.verify_token(token)
         if self._keys is not None:
             return await self._keys.verify_token(token)
+        _refused("the bearer token is not a JWT, and this server takes only OAuth access tokens")
         return None
 
 
