@@ -8,6 +8,7 @@ import logging
 import os
 import pathlib
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -191,6 +192,14 @@ def test_banner_entries_work_in_the_inspector_as_printed(launch: Launch, tmp_pat
         assert done.returncode == 0, f"{entry}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         assert {tool["name"] for tool in json.loads(done.stdout)["tools"]} == TOOLS, entry
     assert json.loads(entries[1])["mcpServers"]["mqtt-demo"]["command"] == console_script
+
+    # And the Inspector command the banner prints, as printed.
+    [printed] = [line.strip() for line in demo.stderr().splitlines() if line.strip().startswith("npx ")]
+    done = subprocess.run(
+        [npx(), *shlex.split(printed)[1:]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, f"{printed}:\n{done.stderr[-2000:]}"
+    assert {tool["name"] for tool in json.loads(done.stdout)["tools"]} == TOOLS
 
 
 @pytest.mark.parametrize(
