@@ -7,7 +7,7 @@ Runtime (config, allowlist, broker).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from mcpmqtt import __version__
 from mcpmqtt.config import Config
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
+from mcpmqtt.rules.payloads import payload_text
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.labels import UNTRUSTED
@@ -60,6 +61,14 @@ def _describe_validation(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+ToolCallObserver = Callable[[str, dict[str, Any], CallToolResult, McpMqttError | None], None]
+"""Told of every finished tool call: the tool's name, its arguments as given, its result, and the
+error that ended it (a refusal or a failure), if any."""
+
+_PAYLOAD_TOOLS = frozenset({"mqtt_publish", "mqtt_query"})
+"""The tools whose `payload` takes any JSON value."""
+
+
 class McpMqttServer(MCPServer[Any]):
     """MCPServer with the one boundary every tool call passes.
 
@@ -69,11 +78,18 @@ class McpMqttServer(MCPServer[Any]):
     the error that ended it, if any.
     """
 
-    def __init__(self, runtime: Runtime, audit: AuditLog | None, **settings: Any) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        audit: AuditLog | None,
+        on_tool_call: ToolCallObserver | None = None,
+        **settings: Any,
+    ) -> None:
         super().__init__(**settings)
         self.runtime = runtime
         """For the HTTP app: the auth config, the allowlist, readiness."""
         self.audit = audit
+        self.on_tool_call = on_tool_call
         self._arguments: dict[str, frozenset[str]] | None = None
 
     async def call_tool(
@@ -86,8 +102,14 @@ class McpMqttServer(MCPServer[Any]):
             error, result = exc, error_result(exc)
         # Recorded here, where every tool call passes, so that no tool needs audit code of its own;
         # a call still waiting for the person's confirmation (InputRequiredResult) has not ended yet.
-        if self.audit is not None and isinstance(result, CallToolResult):
-            self.audit.tool_call(name, arguments, result, error, context)
+        if isinstance(result, CallToolResult):
+            if self.audit is not None:
+                self.audit.tool_call(name, arguments, result, error, context)
+            if self.on_tool_call is not None:
+                try:
+                    self.on_tool_call(name, arguments, result, error)
+                except Exception:  # an observer's fault must not change the call's result
+                    log.exception("the tool call observer failed on a %s call", name)
         return result
 
     async def _call_tool(
@@ -103,6 +125,10 @@ class McpMqttServer(MCPServer[Any]):
                 f"{name} has no argument {', '.join(map(repr, unknown))}; "
                 f"its arguments are {', '.join(sorted(known))}"
             )
+        if name in _PAYLOAD_TOOLS and not isinstance(arguments.get("payload", ""), str):
+            # A JSON value as payload is sent as its compact JSON text (rules/payloads.payload_text).
+            text = payload_text(arguments["payload"], arguments.get("payload_encoding", "utf-8"))
+            arguments = {**arguments, "payload": text}
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -138,8 +164,13 @@ def broker_settings(config: Config) -> BrokerSettings:
     )
 
 
-def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
-    """The MCP server for one config; the broker connection starts and stops with its lifespan."""
+def build_server(
+    config: Config, broker: Broker | None = None, *, on_tool_call: ToolCallObserver | None = None
+) -> McpMqttServer:
+    """The MCP server for one config; the broker connection starts and stops with its lifespan.
+
+    `on_tool_call` is told of every finished tool call, allowed or refused (the demo prints them).
+    """
     runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)))
     bus = InMemorySubscriptionBus()
     live = config.live_state
@@ -171,6 +202,7 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     server = McpMqttServer(
         runtime,
         audit,
+        on_tool_call,
         name="mcpmqtt",
         title="MQTT for agents",
         instructions=INSTRUCTIONS,
