@@ -54,6 +54,7 @@ from mcpmqtt.auth import build_verifier
 from mcpmqtt.http_settings import HttpSettings, is_loopback
 from mcpmqtt.logs import REQUEST_ID
 from mcpmqtt.runtime import Runtime
+from mcpmqtt.server import SharedLifespan
 
 log = logging.getLogger(__name__)
 
@@ -246,13 +247,13 @@ async def _send(send: Send, status: int, body: bytes | None, content_type: bytes
 
 
 class _Router:
-    """Lifespan to the MCP app; health and metadata to the public routes; the rest, once the Host
-    and Origin pass, to the (authenticated) MCP app."""
+    """Lifespan to the app that holds the broker connection; health and metadata to the public
+    routes; the rest, once the Host and Origin pass, to the (authenticated) MCP app."""
 
     def __init__(
-        self, mcp: ASGIApp, protected: ASGIApp, public: Starlette, security: TransportSecuritySettings
+        self, lifespan: ASGIApp, protected: ASGIApp, public: Starlette, security: TransportSecuritySettings
     ):
-        self.mcp = mcp
+        self.lifespan = lifespan
         self.protected = protected
         self.public = public
         self.public_paths = frozenset(route.path for route in public.routes if isinstance(route, Route))
@@ -260,7 +261,7 @@ class _Router:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.mcp(scope, receive, send)
+            await self.lifespan(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] in self.public_paths:
             await self.public(scope, receive, send)
         elif scope["type"] != "http":
@@ -298,10 +299,15 @@ def build_app(
         mcp = server.streamable_http_app(
             host=host, transport_security=security, max_request_body_size=settings.max_body_bytes
         )
+        lifespan: ASGIApp = mcp  # the session manager enters the server's lifespan once, at start-up
     else:
         mcp = server.sse_app(
             host=host, transport_security=security, max_request_body_size=settings.max_body_bytes
         )
+        # The SDK's SSE app has no lifespan of its own and enters the server's per session: hold the
+        # broker connection here for the whole process, so that the sessions' entries are nested.
+        holder = _lifespan_holder(server)
+        lifespan = Starlette(lifespan=lambda _: holder.hold())
     public = _health(lambda: runtime.broker.connected and not shutdown.started.is_set())
     protected: ASGIApp = mcp
     verifier = build_verifier(settings, runtime.allowlist)
@@ -318,7 +324,7 @@ def build_app(
             RequireAuthMiddleware(AuthContextMiddleware(mcp), scopes, metadata_url),
             backend=BearerAuthBackend(verifier),
         )
-    router = _Router(mcp, _Graceful(protected, shutdown, transport), Starlette(routes=public), security)
+    router = _Router(lifespan, _Graceful(protected, shutdown, transport), Starlette(routes=public), security)
     return _RequestIds(router)
 
 
@@ -332,6 +338,13 @@ def _runtime(server: MCPServer[Any]) -> Runtime:
     if not isinstance(runtime, Runtime):
         raise TypeError("http_server serves an MCP server made by mcpmqtt.server.build_server")
     return runtime
+
+
+def _lifespan_holder(server: MCPServer[Any]) -> SharedLifespan:
+    holder = getattr(server, "lifespan_holder", None)
+    if not isinstance(holder, SharedLifespan):
+        raise TypeError("http_server serves an MCP server made by mcpmqtt.server.build_server")
+    return holder
 
 
 def http_server(server: MCPServer[Any], transport: Transport, host: str, port: int) -> uvicorn.Server:

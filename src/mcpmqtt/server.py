@@ -6,8 +6,8 @@ Runtime (config, allowlist, broker).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -63,6 +63,7 @@ class _Server(MCPServer[Any]):
     _arguments: dict[str, frozenset[str]] | None = None
     audit: AuditLog | None = None
     runtime: Runtime | None = None  # for the HTTP app: the auth config, the allowlist, readiness
+    lifespan_holder: "SharedLifespan | None" = None  # for the HTTP app: holds the broker connection
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -93,6 +94,43 @@ class _Server(MCPServer[Any]):
             if isinstance(exc.__cause__, ValidationError):
                 return error_result(f"invalid argument: {_describe_validation(exc.__cause__)}")
             raise
+
+
+class SharedLifespan:
+    """The broker connection's lifetime, shared by everyone who enters it: the first entry starts it,
+    the last exit stops it, and entries in between cost nothing.
+
+    The SDK enters a server's lifespan once for Streamable HTTP and stdio, but once per connection
+    for the legacy HTTP+SSE transport (`Server.run` per session). Per session, two sessions opened two
+    broker connections with the same client id that took each other over, and the first session to
+    close stopped the connection of all. So the HTTP app holds this for the whole process (from
+    uvicorn's start-up to its shutdown) and each session's entry is a nested one.
+    """
+
+    def __init__(self, connection: Callable[[], AbstractAsyncContextManager[None]]) -> None:
+        self._connection = connection
+        self._holders = 0
+        self._lock = anyio.Lock()
+        self._stack: AsyncExitStack | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """The connection, running while this context is entered (by this holder or another)."""
+        async with self._lock:
+            if self._holders == 0:
+                stack = AsyncExitStack()
+                await stack.enter_async_context(self._connection())
+                self._stack = stack
+            self._holders += 1
+        try:
+            yield None
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._lock:
+                    self._holders -= 1
+                    if self._holders == 0 and self._stack is not None:
+                        stack, self._stack = self._stack, None
+                        await stack.aclose()
 
 
 def broker_settings(config: Config) -> BrokerSettings:
@@ -133,7 +171,7 @@ def build_server(config: Config, broker: Broker | None = None) -> MCPServer[Any]
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
+    async def connection() -> AsyncIterator[None]:
         if audit is not None:
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
@@ -150,6 +188,11 @@ def build_server(config: Config, broker: Broker | None = None) -> MCPServer[Any]
                 if audit is not None:  # write out the queued records; close() bounds its wait too
                     await asyncio.to_thread(audit.close)
 
+    shared = SharedLifespan(connection)
+
+    def lifespan(_: MCPServer[Any]) -> AbstractAsyncContextManager[None]:
+        return shared.hold()
+
     server = _Server(
         "mcpmqtt",
         title="MQTT for agents",
@@ -159,6 +202,7 @@ def build_server(config: Config, broker: Broker | None = None) -> MCPServer[Any]
         subscriptions=bus,
     )
     server.audit = audit
+    server.lifespan_holder = shared
     server.runtime = runtime
     register_tools(server, runtime)
     register_resources(server, runtime)
