@@ -5,7 +5,14 @@ slow clients, exact Origin checks, security headers. Each test failed before its
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import pathlib
+import re
+import secrets
+import socket
+import urllib.parse
 from contextlib import AsyncExitStack
 
 import httpx2
@@ -13,8 +20,11 @@ import pytest
 from http_server import ServerProcess, config_for
 from mcp.client import Client
 from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp_client import structured
 from mosquitto import Mosquitto
+
+from mcpmqtt.logs import configure
 
 pytestmark = pytest.mark.anyio
 
@@ -39,3 +49,105 @@ async def test_sse_sessions_share_the_one_broker_connection(
         assert httpx2.get(f"{sse.base}/readyz").status_code == 200
         connections = broker.log_text().count(f" as {sse.client_id} (")
         assert connections == 1, f"{connections} broker connections for one server"
+
+
+# ---- log lines that outside values cannot forge ----------------------------------------------------
+
+FORGED = "2026-01-01 00:00:00,000 CRITICAL mcpmqtt [-]: FORGED"
+_RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+
+
+def raw_request(server: ServerProcess, head: bytes, body: bytes = b"") -> bytes:
+    """One request as raw bytes (headers that no HTTP client would send); the raw response."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(head + b"\r\nconnection: close\r\n\r\n" + body)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def assert_one_record_per_line(log: bytes, log_format: str) -> None:
+    """Every record on one line (a text traceback continues on indented lines); nothing raw that a
+    line-splitting reader or a terminal would act on."""
+    text = log.decode("utf-8")  # strict: a lone surrogate written raw would fail here
+    for unsafe in ("\x1b", "\x85", "\u2028", "\u2029", "\r", "\x0b", "\x0c", "\x1c"):
+        assert unsafe not in text, f"{unsafe!r} in the log"
+    lines = text.split("\n")
+    assert lines.pop() == ""
+    assert text.splitlines() == lines
+    for line in lines:
+        if log_format == "json":
+            json.loads(line)
+        else:
+            assert _RECORD_START.match(line) or line.startswith("    "), line
+        assert not line.startswith(FORGED)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_outside_values_cannot_forge_or_split_log_records(
+    broker: Mosquitto, tmp_path: pathlib.Path, log_format: str
+) -> None:
+    forged = FORGED.encode()
+    logfile = tmp_path / "server.log"
+    args = ("--log-format", log_format, "--logfile", str(logfile))
+    with ServerProcess(tmp_path / "http", config_for(broker), args=args) as server:
+        for head in (
+            b"POST /mcp HTTP/1.1\r\nhost: evil\xc2\x85" + forged + b"\x1b[2J",
+            b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\norigin: http://evil\xc2\x85" + forged,
+            b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\nmcp-session-id: \xc2\x85"
+            + forged
+            + b"\r\nmcp-protocol-version: 2025-11-25\r\naccept: application/json, text/event-stream"
+            + b"\r\ncontent-type: application/json\r\ncontent-length: 2",
+        ):
+            assert raw_request(server, head, b"{}").startswith(b"HTTP/1.1 4")
+    with ServerProcess(tmp_path / "sse", config_for(broker), transport="sse", args=args) as server:
+        query = urllib.parse.quote(f"x\n{FORGED}\u2028{FORGED}\x1b[2J\ud800".encode("utf-8", "surrogatepass"))
+        head = f"POST /messages/?session_id={query} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 2"
+        head += "\r\ncontent-type: application/json"
+        assert raw_request(server, head.encode(), b"{}").startswith(b"HTTP/1.1 4")
+    log = logfile.read_bytes()
+    assert log.count(b"FORGED") >= 4, log.decode(errors="replace")  # the values did reach the log
+    assert_one_record_per_line(log, log_format)
+
+
+# ---- no payloads at DEBUG ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_debug_logs_carry_no_tool_arguments_or_payloads(
+    broker: Mosquitto, tmp_path: pathlib.Path, transport: str
+) -> None:
+    marker = f"payload-marker-{secrets.token_hex(8)}"
+    args = ("--log-level", "DEBUG")
+    with ServerProcess(tmp_path, config_for(broker), transport=transport, args=args) as server:
+        server.wait_ready()
+        connect = (
+            sse_client(f"{server.base}/sse") if transport == "sse" else streamable_http_client(server.url)
+        )
+        async with Client(connect, mode="legacy") as client:  # type: ignore[arg-type]
+            published = await client.call_tool("mqtt_publish", {"topic": "lab/debug", "payload": marker})
+            assert structured(published)["bytes"] == len(marker)
+        log = server.stderr()
+    assert " DEBUG " in log  # the level did apply
+    assert marker not in log
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_traceback_with_outside_text_stays_inside_its_record(log_format: str) -> None:
+    stream = io.StringIO()
+    handler = configure(logging.StreamHandler(stream), log_format)  # type: ignore[arg-type]
+    logger = logging.getLogger(f"mcpmqtt.test.{log_format}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        raise ValueError(f"bad topic\n{FORGED}\u2028\ud800")
+    except ValueError:
+        logger.exception("refused %s", f"lab/\x1b[2J\n{FORGED}")
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert "ValueError: bad topic" in written
+    assert_one_record_per_line(written.encode(), log_format)
+    records = [line for line in written.splitlines() if not line.startswith(" ")]
+    assert len(records) == 1, written
