@@ -13,11 +13,12 @@ import re
 import secrets
 import socket
 import urllib.parse
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 
 import httpx2
 import pytest
-from http_server import ServerProcess, config_for
+from http_server import INITIALIZE, MCP_HEADERS, ServerProcess, config_for, post
 from mcp.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -151,3 +152,103 @@ def test_a_traceback_with_outside_text_stays_inside_its_record(log_format: str) 
     assert_one_record_per_line(written.encode(), log_format)
     records = [line for line in written.splitlines() if not line.startswith(" ")]
     assert len(records) == 1, written
+
+
+# ---- Host and Origin, exactly ------------------------------------------------------------------------
+
+GUARDED = {"allowed_hosts": ["mcp.example.net"], "allowed_origins": ["https://app.example.net"]}
+
+
+@pytest.fixture(scope="module")
+def guarded(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("guarded"), config_for(broker, GUARDED)) as started:
+        yield started
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://127.0.0.1:1@evil.com",
+        "http://localhost:5173.evil.com",
+        "http://127.0.0.1:8000/",
+        "https://app.example.net.evil.com",
+        "https://app.example.net:8443",
+        "http://app.example.net",
+        "https://app.example.net@evil.com",
+        "null",
+        "",
+    ],
+)
+def test_an_origin_is_compared_whole_not_by_prefix(guarded: ServerProcess, origin: str) -> None:
+    head = f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{guarded.port}\r\norigin: {origin}"
+    assert raw_request(guarded, head.encode()).startswith(b"HTTP/1.1 403 ")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:1@evil.com", "localhost:80/evil", "mcp.example.net.evil.com"])
+def test_a_host_is_compared_whole_not_by_prefix(guarded: ServerProcess, host: str) -> None:
+    assert raw_request(guarded, f"POST /mcp HTTP/1.1\r\nhost: {host}".encode()).startswith(b"HTTP/1.1 421 ")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "origin: http://127.0.0.1\r\norigin: https://evil.example.com",
+        "origin: https://evil.example.com\r\norigin: http://127.0.0.1",
+        "origin: http://127.0.0.1\r\norigin: http://127.0.0.1",
+        "host: evil.example.com",  # a second Host after the first
+    ],
+)
+def test_a_repeated_host_or_origin_header_is_refused(guarded: ServerProcess, headers: str) -> None:
+    body = json.dumps(INITIALIZE).encode()
+    head = f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{guarded.port}\r\n{headers}\r\ncontent-length: {len(body)}"
+    head += "".join(f"\r\n{name}: {value}" for name, value in MCP_HEADERS.items())
+    assert raw_request(guarded, head.encode(), body).startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://app.example.net"},
+        {"origin": "https://app.example.net:443"},
+        {"origin": "http://localhost:5173"},
+        {"origin": "http://127.0.0.1"},
+        {"origin": "http://[::1]:8000"},
+        {"host": "mcp.example.net"},
+        {"host": "MCP.example.net:8443"},
+        {"host": "localhost:1234"},
+        {},
+    ],
+    ids=lambda h: ",".join(f"{k}={v}" for k, v in h.items()) or "none",
+)
+def test_the_configured_and_loopback_hosts_and_origins_still_pass(
+    guarded: ServerProcess, headers: dict[str, str]
+) -> None:
+    assert post(guarded.url, **headers).status_code == 200
+
+
+# ---- security headers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("POST", "/mcp", {}, 200),
+        ("GET", "/healthz", {}, 200),
+        ("GET", "/readyz", {}, 200),
+        ("GET", "/nothing-here", {}, 404),
+        ("POST", "/mcp", {"origin": "https://evil.example.com"}, 403),
+        ("POST", "/mcp", {"host": "evil.example.com"}, 421),
+    ],
+)
+def test_every_response_carries_the_security_headers(
+    guarded: ServerProcess, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    guarded.wait_ready()
+    response = httpx2.request(
+        method, f"{guarded.base}{path}", json=INITIALIZE, headers={**MCP_HEADERS, **headers}, timeout=10
+    )
+    assert response.status_code == status
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
