@@ -12,19 +12,22 @@ import pathlib
 import re
 import secrets
 import socket
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 
 import httpx2
+import psutil
 import pytest
-from http_server import INITIALIZE, MCP_HEADERS, ServerProcess, config_for, post
+from http_server import INITIALIZE, MCP_HEADERS, ServerProcess, bearer, config_for, post
 from mcp.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_client import structured
 from mosquitto import Mosquitto
 
+from mcpmqtt import apikeys
 from mcpmqtt.logs import configure
 
 pytestmark = pytest.mark.anyio
@@ -252,3 +255,80 @@ def test_every_response_carries_the_security_headers(
     assert response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["referrer-policy"] == "no-referrer"
+
+
+# ---- abandoned sessions ---------------------------------------------------------------------------------
+
+
+def open_session(server: ServerProcess, http: httpx2.Client | None = None, **headers: str) -> str:
+    """A new 2025-11-25 session (initialize only, never closed); its id."""
+    sender = http or httpx2.Client(timeout=10)
+    response = sender.post(server.url, json=INITIALIZE, headers={**MCP_HEADERS, **headers})
+    assert response.status_code == 200, response.text
+    return response.headers["mcp-session-id"]
+
+
+def in_session(session: str, **headers: str) -> dict[str, str]:
+    return {"mcp-session-id": session, "mcp-protocol-version": "2025-11-25", **headers}
+
+
+PING = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+
+
+def wait_for_log(server: ServerProcess, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.stderr():
+        assert time.monotonic() < deadline, f"no {text!r} in the log within {timeout} s"
+        time.sleep(0.05)
+
+
+def test_an_abandoned_session_is_closed_after_the_idle_timeout(
+    broker: Mosquitto, tmp_path: pathlib.Path
+) -> None:
+    with ServerProcess(tmp_path, config_for(broker, {"session_idle_timeout": 1})) as server:
+        session = open_session(server)
+        assert post(server.url, PING, **in_session(session)).status_code == 200
+        used = time.monotonic()
+        wait_for_log(server, f"Session {session} idle timeout", timeout=10)
+        assert time.monotonic() - used >= 0.9  # not before its time
+        answer = post(server.url, PING, **in_session(session))
+        assert answer.status_code == 404
+
+
+def test_sessions_are_bounded_per_client_and_overall(broker: Mosquitto, tmp_path: pathlib.Path) -> None:
+    first, second = apikeys.new_key(), apikeys.new_key()
+    keys = [
+        {"name": name, "hash": str(apikeys.hash_key(key, log_n=10))}
+        for name, key in (("a", first), ("b", second))
+    ]
+    http = {"api_keys": keys, "max_sessions_per_client": 2, "max_sessions": 3}
+    with ServerProcess(tmp_path, config_for(broker, http)) as server:
+        held = [open_session(server, **bearer(first)) for _ in range(2)]
+        refused = post(server.url, **bearer(first))
+        assert refused.status_code == 429
+        assert refused.json()["error"]["message"].startswith("too many open sessions: this client")
+        open_session(server, **bearer(second))  # another client still has room
+        full = post(server.url, **bearer(second))
+        assert full.status_code == 503
+        assert full.json()["error"]["message"].startswith("too many open sessions: the server")
+        closed = httpx2.delete(server.url, headers=in_session(held[0], **bearer(first)))
+        assert closed.status_code == 200
+        open_session(server, **bearer(first))  # the closed session's room is free again
+
+
+def test_memory_held_by_abandoned_sessions_is_returned(broker: Mosquitto, tmp_path: pathlib.Path) -> None:
+    """Rounds of sessions that are never closed: once the first round's have expired, later rounds
+    reuse their memory, so the server's RSS stops growing (it grew with every round before)."""
+    rounds, per_round = 4, 400
+    http = {"session_idle_timeout": 1, "max_sessions": 1000, "max_sessions_per_client": 1000}
+    with ServerProcess(tmp_path, config_for(broker, http)) as server, httpx2.Client(timeout=10) as client:
+        process = psutil.Process(server.process.pid)  # type: ignore[union-attr]
+        resident = [process.memory_info().rss]
+        for _ in range(rounds):
+            sessions = [open_session(server, client) for _ in range(per_round)]
+            wait_for_log(server, f"Session {sessions[-1]} idle timeout", timeout=30)
+            resident.append(process.memory_info().rss)
+    first_round = resident[1] - resident[0]
+    later_rounds = resident[-1] - resident[1]
+    print("RSS after each round (MB):", [round(r / 2**20, 1) for r in resident])
+    assert later_rounds < first_round / 2, [round(r / 2**20, 1) for r in resident]

@@ -55,6 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcpmqtt.auth import build_verifier
 from mcpmqtt.http_guard import HostOriginGuard, parse_host, parse_origin
+from mcpmqtt.http_sessions import SessionLimits
 from mcpmqtt.http_settings import HttpSettings, is_loopback
 from mcpmqtt.logs import REQUEST_ID
 from mcpmqtt.runtime import Runtime
@@ -328,7 +329,11 @@ def build_app(
     security = _SDK_SECURITY
     if transport == "http":
         mcp = server.streamable_http_app(
-            host=host, transport_security=security, max_request_body_size=settings.max_body_bytes
+            host=host,
+            transport_security=security,
+            max_request_body_size=settings.max_body_bytes,
+            session_idle_timeout=settings.session_idle_timeout,
+            max_sessions=settings.max_sessions,
         )
         lifespan: ASGIApp = mcp  # the session manager enters the server's lifespan once, at start-up
     else:
@@ -341,6 +346,9 @@ def build_app(
         lifespan = Starlette(lifespan=lambda _: holder.hold())
     public = _health(lambda: runtime.broker.connected and not shutdown.started.is_set())
     protected: ASGIApp = mcp
+    if transport == "http":  # an SSE session lives as long as its connection: nothing to bound here
+        limits = settings.max_sessions, settings.max_sessions_per_client, settings.session_idle_timeout
+        protected = SessionLimits(mcp, *limits)
     verifier = build_verifier(settings, runtime.allowlist)
     if verifier is not None:
         metadata_url: AnyHttpUrl | None = None
@@ -352,7 +360,7 @@ def build_app(
             public += create_protected_resource_routes(resource, [_url(oauth.issuer)], supported)
             metadata_url = build_resource_metadata_url(resource)
         protected = AuthenticationMiddleware(
-            RequireAuthMiddleware(AuthContextMiddleware(mcp), scopes, metadata_url),
+            RequireAuthMiddleware(AuthContextMiddleware(protected), scopes, metadata_url),
             backend=BearerAuthBackend(verifier),
         )
     guard = host_origin_guard(host, settings)
