@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 
+import anyio
 import httpx2
 import psutil
 import pytest
@@ -332,3 +333,47 @@ def test_memory_held_by_abandoned_sessions_is_returned(broker: Mosquitto, tmp_pa
     later_rounds = resident[-1] - resident[1]
     print("RSS after each round (MB):", [round(r / 2**20, 1) for r in resident])
     assert later_rounds < first_round / 2, [round(r / 2**20, 1) for r in resident]
+
+
+# ---- bogus bearer tokens ---------------------------------------------------------------------------------
+
+
+async def test_a_flood_of_bogus_tokens_does_not_delay_a_valid_key(
+    broker: Mosquitto, tmp_path: pathlib.Path
+) -> None:
+    """60 made-up tokens in parallel from one address, then a valid key's first use from another: it
+    is answered in about the time of one check, not after the flood's (real-cost scrypt hashes)."""
+    valid, other = apikeys.new_key(), apikeys.new_key()
+    keys = [
+        {"name": name, "hash": str(apikeys.hash_key(key))}
+        for name, key in (("valid", valid), ("other", other))
+    ]
+    with ServerProcess(tmp_path, config_for(broker, {"api_keys": keys})) as server:
+        body = json.dumps(INITIALIZE)
+        async with (
+            httpx2.AsyncClient(timeout=60) as flood,
+            httpx2.AsyncClient(
+                timeout=60, transport=httpx2.AsyncHTTPTransport(local_address="127.0.0.2")
+            ) as own,
+        ):
+
+            async def first_use(client: httpx2.AsyncClient, token: str) -> tuple[int, float]:
+                started = time.monotonic()
+                response = await client.post(
+                    server.url, content=body, headers={**MCP_HEADERS, **bearer(token)}
+                )
+                return response.status_code, time.monotonic() - started
+
+            status, one_check = await first_use(flood, apikeys.new_key())  # every key hashed: the worst case
+            assert status == 401
+            async with anyio.create_task_group() as tasks:
+                for _ in range(60):
+                    tasks.start_soon(first_use, flood, apikeys.new_key())
+                with anyio.move_on_after(1):  # the flood is under way (the fixed server says so)
+                    while "unchecked" not in server.stderr():  # noqa: ASYNC110 (a file: no event to await)
+                        await anyio.sleep(0.02)
+                status, waited = await first_use(own, valid)
+            assert status == 200
+    print(f"one check {one_check:.3f} s, a valid key under the flood {waited:.3f} s")
+    # At most one check to wait for a slot, then its own; the rest is headroom for a busy machine.
+    assert waited < 5 * one_check, f"a valid key waited {waited:.2f} s; one check takes {one_check:.2f} s"

@@ -53,7 +53,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcpmqtt.auth import build_verifier
+from mcpmqtt.auth import CLIENT_ADDRESS, build_verifier
 from mcpmqtt.http_guard import HostOriginGuard, parse_host, parse_origin
 from mcpmqtt.http_sessions import SessionLimits
 from mcpmqtt.http_settings import HttpSettings, is_loopback
@@ -301,7 +301,12 @@ class _Router:
         elif (refusal := self.guard.refusal(scope)) is not None:
             await refusal(scope, receive, send)
         else:
-            await self.protected(scope, receive, send)
+            client = scope.get("client")
+            token = CLIENT_ADDRESS.set(str(client[0]) if client else "unknown")
+            try:
+                await self.protected(scope, receive, send)
+            finally:
+                CLIENT_ADDRESS.reset(token)
 
 
 def _health(ready: Callable[[], bool]) -> list[Route]:
