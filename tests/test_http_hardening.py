@@ -15,7 +15,7 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 
 import anyio
 import httpx2
@@ -377,3 +377,88 @@ async def test_a_flood_of_bogus_tokens_does_not_delay_a_valid_key(
     print(f"one check {one_check:.3f} s, a valid key under the flood {waited:.3f} s")
     # At most one check to wait for a slot, then its own; the rest is headroom for a busy machine.
     assert waited < 5 * one_check, f"a valid key waited {waited:.2f} s; one check takes {one_check:.2f} s"
+
+
+# ---- slow clients ---------------------------------------------------------------------------------------
+
+SLOW_KEY = apikeys.new_key()
+TRICKLE_LIMIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def impatient(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    keys = [{"name": "slow", "hash": str(apikeys.hash_key(SLOW_KEY, log_n=10))}]
+    http = {"header_timeout": 1, "body_timeout": 1, "api_keys": keys}
+    with ServerProcess(tmp_path_factory.mktemp("impatient"), config_for(broker, http)) as started:
+        yield started
+
+
+async def trickle(port: int, head: bytes, drip: bytes) -> tuple[bytes, float]:
+    """Send `head`, then `drip` one byte every 0.2 s until the server closes the connection; what the
+    server sent and after how many seconds it closed (TRICKLE_LIMIT if it never did)."""
+    received = bytearray()
+    started = time.monotonic()
+    closed = anyio.Event()
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream, anyio.create_task_group() as tasks:
+
+        async def read() -> None:
+            with suppress(anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                while True:
+                    received.extend(await stream.receive())
+            closed.set()
+
+        tasks.start_soon(read)
+        await stream.send(head)
+        with anyio.move_on_after(TRICKLE_LIMIT), suppress(anyio.BrokenResourceError, ConnectionError):
+            for byte in drip * 1000:
+                with anyio.move_on_after(0.2):
+                    await closed.wait()
+                if closed.is_set():
+                    break
+                await stream.send(bytes([byte]))
+        with anyio.move_on_after(2):
+            await closed.wait()
+        elapsed = time.monotonic() - started
+        tasks.cancel_scope.cancel()
+    return bytes(received), elapsed
+
+
+def _body_head(server: ServerProcess, **headers: str) -> bytes:
+    lines = ["POST /mcp HTTP/1.1", f"host: 127.0.0.1:{server.port}", "content-length: 1000"]
+    lines += [f"{name}: {value}" for name, value in {**MCP_HEADERS, **headers}.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_slow_headers_are_cut_off(impatient: ServerProcess) -> None:
+    results = []
+    async with anyio.create_task_group() as tasks:
+
+        async def one() -> None:
+            results.append(await trickle(impatient.port, b"POST /mcp HTTP/1.1\r\n", b"x-slow: abcdefgh"))
+
+        for _ in range(20):
+            tasks.start_soon(one)
+    for received, elapsed in results:
+        assert elapsed < 4, f"a connection trickling its headers lived {elapsed:.1f} s"
+        assert received.startswith(b"HTTP/1.1 408 ")
+    assert httpx2.get(f"{impatient.base}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(("authorized", "answer"), [(True, b"HTTP/1.1 408 "), (False, b"HTTP/1.1 401 ")])
+async def test_a_slow_body_is_cut_off(impatient: ServerProcess, authorized: bool, answer: bytes) -> None:
+    head = _body_head(impatient, **(bearer(SLOW_KEY) if authorized else {}))
+    results = []
+    async with anyio.create_task_group() as tasks:
+
+        async def one() -> None:
+            results.append(await trickle(impatient.port, head, b'{"jsonrpc": "2.0"'))
+
+        for _ in range(20):
+            tasks.start_soon(one)
+    for received, elapsed in results:
+        assert elapsed < 4, f"a connection trickling its body lived {elapsed:.1f} s"
+        assert received.startswith(answer)
+
+
+def test_requests_of_normal_speed_pass(impatient: ServerProcess) -> None:
+    assert post(impatient.url, **bearer(SLOW_KEY)).status_code == 200

@@ -14,7 +14,9 @@ What a request meets, outermost first:
    on the user's network;
 4. with `http.api_keys` or `http.oauth` configured, a bearer token in the Authorization header (the
    SDK's middleware; 401 with WWW-Authenticate without a valid one, never read from the URL);
-5. the SDK's transport, which limits the body size (413).
+5. the body, read whole within `http.body_timeout` (408) and at most `http.max_body_bytes` (413)
+   (http_timeouts.py, which also gives a request's headers `http.header_timeout`), then the session
+   limits (http_sessions.py), then the SDK's transport.
 
 Shutdown (SIGTERM, Ctrl-C): uvicorn stops accepting connections and waits for the ones in flight.
 Idle event streams are ended at once, calls in flight get `http.shutdown_timeout` seconds to finish,
@@ -57,6 +59,7 @@ from mcpmqtt.auth import CLIENT_ADDRESS, build_verifier
 from mcpmqtt.http_guard import HostOriginGuard, parse_host, parse_origin
 from mcpmqtt.http_sessions import SessionLimits
 from mcpmqtt.http_settings import HttpSettings, is_loopback
+from mcpmqtt.http_timeouts import BodyDeadline, timed_h11
 from mcpmqtt.logs import REQUEST_ID
 from mcpmqtt.runtime import Runtime
 from mcpmqtt.server import SharedLifespan
@@ -354,6 +357,7 @@ def build_app(
     if transport == "http":  # an SSE session lives as long as its connection: nothing to bound here
         limits = settings.max_sessions, settings.max_sessions_per_client, settings.session_idle_timeout
         protected = SessionLimits(mcp, *limits)
+    protected = BodyDeadline(protected, settings.body_timeout, settings.max_body_bytes)
     verifier = build_verifier(settings, runtime.allowlist)
     if verifier is not None:
         metadata_url: AnyHttpUrl | None = None
@@ -402,10 +406,12 @@ def http_server(server: MCPServer[Any], transport: Transport, host: str, port: i
     grace = runtime.config.http.shutdown_timeout
     shutdown = _Shutdown(grace)
     app = build_app(server, transport, host, runtime, shutdown)
+    settings = runtime.config.http
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=timed_h11(settings.header_timeout, settings.body_timeout),
         log_config=None,
         lifespan="on",
         server_header=False,

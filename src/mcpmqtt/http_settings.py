@@ -174,6 +174,15 @@ class HttpSettings(_Model):
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = Field(
         default=DEFAULT_MAX_BODY_BYTES, description="Larger request bodies get 413."
     )
+    header_timeout: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=10.0,
+        description="Seconds a request's headers may take to arrive (from the connection's start or the "
+        "previous response); a slower client gets 408 and its connection is closed.",
+    )
+    body_timeout: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=30.0,
+        description="Seconds a request's body may take to arrive after its headers; slower gets 408.",
+    )
     session_idle_timeout: Annotated[float, Field(ge=1, le=86400)] = Field(
         default=900.0,
         description="Seconds a 2025-11-25 session may go without requests before it is closed and its "
