@@ -21,7 +21,7 @@ from mcp_client import MODES, connect, error_text, structured
 from mosquitto import Mosquitto
 from server_config import unique_root, write_full_config
 
-from mcpmqtt.audit import AuditLog
+from mcpmqtt.server.audit import AuditLog
 
 pytestmark = pytest.mark.anyio
 

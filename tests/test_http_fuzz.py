@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mosquitto import Mosquitto
 from test_http_hardening import assert_one_record_per_line, raw_request
 
-from mcpmqtt import apikeys
+from mcpmqtt.config import apikeys
 
 KEY = apikeys.new_key()
 HTTP = {

@@ -28,7 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_client import structured
 from mosquitto import Mosquitto
 
-from mcpmqtt import apikeys
+from mcpmqtt.config import apikeys
 from mcpmqtt.logs import configure
 
 pytestmark = pytest.mark.anyio
