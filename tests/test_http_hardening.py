@@ -21,11 +21,12 @@ import anyio
 import httpx2
 import psutil
 import pytest
-from http_server import INITIALIZE, MCP_HEADERS, ServerProcess, bearer, config_for, post
+from http_server import INITIALIZE, MCP_HEADERS, ServerProcess, bearer, config_for, http_client, post
 from mcp.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_client import structured
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from mosquitto import Mosquitto
 
 from mcpmqtt.config import apikeys
@@ -296,7 +297,7 @@ def test_an_abandoned_session_is_closed_after_the_idle_timeout(
         assert answer.status_code == 404
 
 
-def test_sessions_are_bounded_per_client_and_overall(broker: Mosquitto, tmp_path: pathlib.Path) -> None:
+async def test_sessions_are_bounded_per_client_and_overall(broker: Mosquitto, tmp_path: pathlib.Path) -> None:
     first, second = apikeys.new_key(), apikeys.new_key()
     keys = [
         {"name": name, "hash": str(apikeys.hash_key(key, log_n=10))}
@@ -308,6 +309,11 @@ def test_sessions_are_bounded_per_client_and_overall(broker: Mosquitto, tmp_path
         refused = post(server.url, **bearer(first))
         assert refused.status_code == 429
         assert refused.json()["error"]["message"].startswith("too many open sessions: this client")
+        async with http_client(server.url, first, mode="auto") as modern:  # sessionless: not counted
+            assert modern.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS
+            assert structured(await modern.call_tool("mqtt_read", {"topic": "lab/x", "timeout": 0}))[
+                "timed_out"
+            ]
         open_session(server, **bearer(second))  # another client still has room
         full = post(server.url, **bearer(second))
         assert full.status_code == 503

@@ -21,11 +21,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 _SESSION_HEADER = b"mcp-session-id"
+_VERSION_HEADER = b"mcp-protocol-version"
 _TOO_MANY = -32000  # JSON-RPC "server error" range
 _PRUNE_INTERVAL = 1.0
 
@@ -55,15 +57,18 @@ class SessionLimits:
             await self.app(scope, receive, send)
             return
         session_id = _header(scope, _SESSION_HEADER)
-        if session_id is None:
-            await self._open(scope, receive, send)
-        else:
+        version = _header(scope, _VERSION_HEADER)
+        if session_id is not None:
             await self._use(session_id, scope, receive, send)
+        elif scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS):
+            await self._open(scope, receive, send)
+        else:  # a sessionless 2026-07-28 request, or one the SDK refuses anyway
+            await self.app(scope, receive, send)
 
     async def _open(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = _client(scope)
         self._prune()
-        held = len(self._by_client.get(client, ())) + self._opening[client]
+        held = len(self._by_client.get(client, ())) + self._opening.get(client, 0)
         if held >= self.per_client:
             log.warning("refused client %s a new session: it holds %d open sessions", client, held)
             await _refuse(send, 429, f"this client already holds {held}, the most one client may", self)
