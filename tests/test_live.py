@@ -70,6 +70,13 @@ def test_retained_replay_of_the_same_value_is_not_a_new_message() -> None:
     assert changes == [("t", True), ("t", False)]
 
 
+def test_the_private_reply_topics_are_never_kept() -> None:
+    state = LiveState(10, 100, private_prefix="mcpmqtt/replies")
+    state.offer(received("mcpmqtt/replies/abc/def", b"a reply"))
+    state.offer(received("mcpmqtt/repliesx", b"another topic"))
+    assert [topic for topic, _ in state.matching("#")] == ["mcpmqtt/repliesx"]
+
+
 @pytest.mark.parametrize("topic", ["sensors/room1/temperature", "a b/é", "$SYS/x", "a//b", "q?x=1%"])
 def test_topic_uris_round_trip(topic: str) -> None:
     assert topic_of(topic_uri(topic)) == topic

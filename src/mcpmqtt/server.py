@@ -127,7 +127,11 @@ def build_server(config: Config, broker: Broker | None = None) -> MCPServer[Any]
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
     state = (
-        LiveState(live.max_topics, live.max_payload_bytes, notifier.topic_changed) if live.enabled else None
+        LiveState(
+            live.max_topics, live.max_payload_bytes, notifier.topic_changed, config.mqtt.reply_topic_prefix
+        )
+        if live.enabled
+        else None
     )
 
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
