@@ -198,12 +198,23 @@ async def _wait_until(inbox: Inbox, deadline: float) -> bool:
     return await inbox.wait_full(deadline - time.monotonic())
 
 
-def _correlates(correlation: bytes) -> Callable[[Received], bool]:
-    """A reply is ours unless it carries different correlation data (devices that echo none still work)."""
+def _is_reply(correlation: bytes, v5: bool) -> Callable[[Received], bool]:
+    """Whether a message on the reply topic answers the request that sent `correlation`.
+
+    A retained message never does: the broker replays it on SUBSCRIBE, before the request went out.
+    On MQTT 5 a reply carries the request's correlation data (the spec asks a responder to echo it);
+    a message without it, or with another, could come from anyone who may publish on the reply
+    topic, and would answer every query waiting there. MQTT 3.1.1 has no correlation data: there
+    the first non-retained message on the response topic is the reply (docs/tools.md says so).
+    """
 
     def accept(message: Received) -> bool:
+        if message.retain:
+            return False
+        if not v5:
+            return True
         data = getattr(message.properties, "CorrelationData", None)
-        return data is None or bytes(data) == correlation
+        return data is not None and bytes(data) == correlation
 
     return accept
 
@@ -726,10 +737,10 @@ class Broker:
         deadline = time.monotonic() + timeout
         correlation_id = uuid.uuid4().hex
         correlation = correlation_id.encode()
-        correlates = _correlates(correlation)
+        is_reply = _is_reply(correlation, self._v5)
 
         def accepted(message: Received) -> bool:
-            return correlates(message) and (accept is None or accept(message))
+            return is_reply(message) and (accept is None or accept(message))
 
         inbox = Inbox(1, accepted)
         props = _properties(PacketTypes.PUBLISH)
