@@ -6,6 +6,7 @@ is asked through MCP elicitation of the SDK client, which accepts, declines or c
 """
 
 import base64
+import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from devices import raw_client, responder
 from mcp.client import Client
 from mcp_client import MODES, error_text, structured
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, ElicitResult, InputRequiredResult
 from mosquitto import Mosquitto
 from server_config import Person, connect_with, unique_root, write_full_config
 
@@ -468,3 +469,39 @@ async def test_query_to_a_confirm_topic_from_a_client_that_cannot_ask_is_refused
         f"permission denied: sending a request to '{ROOT}/devices/printer/request' needs a person's "
         "confirmation"
     )
+
+
+async def test_a_confirmation_answers_one_publish_however_often_it_is_replayed(
+    broker: Mosquitto, tmp_path: pathlib.Path
+) -> None:
+    """2026-07-28: the answer and the sealed requestState travel with the retried call. Sent again
+    as they are, they must not publish again: one confirmation, one publish."""
+    config = write_full_config(tmp_path, broker, guarded_topics(ROOT))
+    arguments = {"topic": f"{ROOT}/lab/door/replayed", "payload": "unlock", "qos": 1}
+    async with (
+        connect_with(config, "auto", Person()) as client,
+        raw_client(broker) as observer,
+    ):
+        await observer.subscribe(f"{ROOT}/lab/door/replayed", qos=1)
+        asked = await client.session.call_tool("mqtt_publish", arguments, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult) and asked.input_requests
+        answers = {key: ElicitResult(action="accept", content={}) for key in asked.input_requests}
+        results = [
+            await client.session.call_tool(
+                "mqtt_publish",
+                arguments,
+                input_responses=answers,  # type: ignore[arg-type]
+                request_state=asked.request_state,
+                allow_input_required=True,
+            )
+            for _ in range(3)
+        ]
+        assert isinstance(results[0], CallToolResult)
+        assert structured(results[0])["bytes"] == 6
+        for replay in results[1:]:
+            assert isinstance(replay, CallToolResult)
+            assert error_text(replay).startswith("permission denied: this confirmation was already used")
+        assert await first_message(observer) == b"unlock"
+        with anyio.move_on_after(1):
+            extra = await anext(aiter(observer.messages))
+            raise AssertionError(f"published again: {extra.payload!r}")

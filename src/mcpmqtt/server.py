@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from mcpmqtt.broker import Broker, BrokerSettings
 from mcpmqtt.config import Config
 from mcpmqtt.live import Notifier, followed_patterns, register_live
 from mcpmqtt.prompts import register_prompts
+from mcpmqtt.replays import REQUEST_STATE_TTL, SingleUseRequestState
 from mcpmqtt.resources import register_resources
 from mcpmqtt.results import error_result
 from mcpmqtt.runtime import Runtime
@@ -161,7 +163,10 @@ def build_server(config: Config, broker: Broker | None = None) -> MCPServer[Any]
         version=__version__,
         lifespan=lifespan,
         subscriptions=bus,
+        request_state_security=RequestStateSecurity.ephemeral(ttl=REQUEST_STATE_TTL),
     )
+    # Outermost, so that it sees the sealed state as the client sent it: one answer, one publish.
+    server.middleware.insert(0, SingleUseRequestState(REQUEST_STATE_TTL))
     server.audit = audit
     server.runtime = runtime
     register_tools(server, runtime)
