@@ -149,6 +149,41 @@ def test_payload_schema_violation_is_quoted_with_its_json_path(payload: bytes, e
         assert problem.startswith("invalid argument: ")
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"brightness": 999, "brightness": 10}', b'{"a": {"brightness": 1, "brightness": 2}, "brightness": 3}'],
+)
+def test_a_duplicate_key_is_refused_naming_it(payload: bytes) -> None:
+    """JSON parsers disagree on which of two equal keys wins: Python's sees the last, a device's may
+    see the first. Validating one reading and forwarding bytes another reads is no check at all."""
+    problem = Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check("l/kitchen", payload)
+    assert problem is not None and problem.startswith("invalid argument: ")
+    assert "the key 'brightness' appears twice in one object" in problem
+
+
+@pytest.mark.parametrize("depth", [65, 1500, 100_000])
+def test_deeply_nested_json_is_refused_with_its_limit(depth: int) -> None:
+    schema = {"type": "array"}
+    payload = b"[" * depth + b"]" * depth
+    problem = Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/deep", payload)
+    assert problem is not None and problem.startswith("invalid argument: ")
+    assert "nests arrays and objects deeper than 64 levels" in problem
+    assert (
+        Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/deep", b"[" * 64 + b"]" * 64) is None
+    )
+
+
+@pytest.mark.parametrize("number", [b"10.0", b"1e2", b"100"])
+def test_an_integral_number_satisfies_an_integer_field_whatever_its_spelling(number: bytes) -> None:
+    """JSON Schema (draft 2020-12) counts any number with no fractional part as an integer; the
+    payload is forwarded byte for byte, so a device receives 10.0 as 10.0 (docs/configuration.md)."""
+    payload = b'{"brightness": ' + number + b"}"
+    assert Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check("l/kitchen", payload) is None
+    assert Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check(
+        "l/kitchen", b'{"brightness": 1.5}'
+    )
+
+
 def test_a_long_violation_message_is_shortened() -> None:
     schema = {"type": "object", "properties": {"s": {"maxLength": 1}}}
     problem = Guardrails([Guardrail("l/#", payload_schema=schema)]).check(
@@ -372,6 +407,16 @@ async def test_payload_must_satisfy_the_schema(guarded: Guarded) -> None:
         assert "the payload is not JSON" in not_json
         structured(await guarded.publish("lab/light/kitchen", '{"brightness": 128}', qos=1))
         assert await first_message(observer) == b'{"brightness": 128}'  # the refused ones never went out
+
+
+async def test_deep_nesting_and_duplicate_keys_on_a_schema_topic_get_precise_refusals(
+    guarded: Guarded,
+) -> None:
+    deep = error_text(await guarded.publish("lab/light/kitchen", "[" * 1500 + "]" * 1500))
+    assert deep.startswith(f"invalid argument: publishing to '{ROOT}/lab/light/kitchen' needs a JSON")
+    assert "deeper than 64 levels" in deep
+    twice = error_text(await guarded.publish("lab/light/kitchen", '{"brightness": 999, "brightness": 10}'))
+    assert twice.startswith("invalid argument: ") and "'brightness' appears twice" in twice
 
 
 async def test_rate_limit_refuses_and_says_when_to_try_again(guarded: Guarded) -> None:
