@@ -12,7 +12,7 @@ import json
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcpmqtt.messages import Message, PayloadEncoding
+from mcpmqtt.messages import UNTRUSTED_FIELD, Message, PayloadEncoding
 
 
 def error_result(text: str) -> CallToolResult:
@@ -94,7 +94,9 @@ class QueryResult(_Result):
 
 class TopicSummary(_Result):
     topic: str
-    preview: str = Field(description="The start of the last payload (text, or base64 if binary).")
+    preview: str = Field(
+        description=f"The start of the last payload (text, or base64 if binary). {UNTRUSTED_FIELD}"
+    )
     preview_encoding: PayloadEncoding
     retained: bool = Field(description="Whether the last message was a retained one.")
     messages: int = Field(description="Messages seen on this topic since the server started.")
