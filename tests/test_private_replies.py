@@ -88,9 +88,10 @@ async def test_a_wide_subscription_never_sees_another_sessions_reply(
 
 
 def test_the_reply_prefix_is_denied_only_where_a_pattern_reaches_it() -> None:
-    wide = parse_config({"topics": [{"pattern": "#", "permissions": ["read"]}]}, "test")
+    wide = parse_config({"topics": [{"pattern": "#", "permissions": ["read", "write"]}]}, "test")
     assert not wide.allowlist().decide("read", "mcpmqtt/replies/#").allowed
     assert wide.allowlist().decide("read", "#").withheld == ("mcpmqtt/replies/#",)
     assert not wide.allowlist().readable("mcpmqtt/replies/abc/def")
+    assert not wide.allowlist().decide("write", "mcpmqtt/replies/abc/def").allowed
     narrow = parse_config({"topics": [{"pattern": "sensors/#", "permissions": ["read"]}]}, "test")
     assert [rule.pattern for rule in narrow.allowlist().rules] == ["sensors/#"]
