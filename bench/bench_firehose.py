@@ -237,8 +237,8 @@ async def receive_gmqtt(host: str, port: int, protocol: str, messages: int) -> d
 
 async def receive_mcpmqtt(host: str, port: int, protocol: str, messages: int, topics: int) -> dict[str, Any]:
     """The adapter with the live-state cache following FILTER; zero loss by the cache's own counts."""
-    from mcpmqtt.broker import Broker, BrokerSettings, Inbox
-    from mcpmqtt.state import LiveState
+    from mcpmqtt.mqtt import Broker, BrokerSettings, Inbox
+    from mcpmqtt.server.live_state import LiveState
 
     counter = Counter(messages)
     client_id = f"firehose-mcpmqtt-{uuid.uuid4().hex[:6]}"

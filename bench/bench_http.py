@@ -38,7 +38,7 @@ import psutil  # noqa: E402
 from http_server import ServerProcess, config_for  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 
-from mcpmqtt import apikeys  # noqa: E402
+from mcpmqtt.config import apikeys  # noqa: E402
 
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"

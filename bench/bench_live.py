@@ -26,9 +26,9 @@ from bench_core import bench_sdk_floor, publish_burst, summary, timed  # noqa: E
 from mcp_client import connect, write_config  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 
-from mcpmqtt.broker import Broker, BrokerSettings, Inbox  # noqa: E402
-from mcpmqtt.live import topic_uri  # noqa: E402
-from mcpmqtt.state import LiveState  # noqa: E402
+from mcpmqtt.mqtt import Broker, BrokerSettings, Inbox  # noqa: E402
+from mcpmqtt.server.live_state import LiveState  # noqa: E402
+from mcpmqtt.server.notifier import topic_uri  # noqa: E402
 
 
 async def ingest(broker: Mosquitto, count: int, cache: bool) -> float:

@@ -3,7 +3,7 @@
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from mcpmqtt.topics import filter_problem
+from mcpmqtt.rules.topics import filter_problem
 
 FAST = settings(max_examples=300, deadline=None)
 

@@ -23,7 +23,7 @@ from mosquitto import Mosquitto
 from server_config import unique_root, write_full_config
 from test_faults import raw_http
 
-from mcpmqtt.audit import AuditLog
+from mcpmqtt.server.audit import AuditLog
 
 pytestmark = pytest.mark.anyio
 

@@ -24,11 +24,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from strategies import FAST, plain_filters, topic_matched_by
 
-from mcpmqtt import apikeys, auth
-from mcpmqtt.auth import Access, ApiKeyVerifier, JwtVerifier
-from mcpmqtt.grants import Grant, grant_problems, narrow
-from mcpmqtt.http_settings import ApiKey, OAuthSettings
-from mcpmqtt.policy import Allowlist, Permission, Rule
+from mcpmqtt.config import apikeys
+from mcpmqtt.config.http import ApiKey, OAuthSettings
+from mcpmqtt.rules.grants import Grant, grant_problems, narrow
+from mcpmqtt.rules.policy import Allowlist, Permission, Rule
+from mcpmqtt.transports import auth
+from mcpmqtt.transports.auth import Access, ApiKeyVerifier, JwtVerifier
 
 pytestmark = pytest.mark.anyio
 

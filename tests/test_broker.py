@@ -12,9 +12,9 @@ from devices import raw_client, reply_properties, responder
 from mosquitto import Mosquitto
 from processes import free_port
 
-from mcpmqtt.broker import Broker, BrokerRefused, BrokerSettings, BrokerUnavailable, Inbox, QosTooHigh
-from mcpmqtt.messages import Received
-from mcpmqtt.state import LiveState
+from mcpmqtt.errors import BrokerRefused, BrokerUnavailable, InvalidArgument
+from mcpmqtt.mqtt import Broker, BrokerSettings, Inbox, Received
+from mcpmqtt.server.live_state import LiveState
 
 pytestmark = pytest.mark.anyio
 
@@ -473,7 +473,7 @@ async def test_qos_above_the_brokers_maximum_is_refused_before_it_is_sent(
     costs the connection, and every call on it."""
     async with running(settings(qos1_broker, qos1_broker.qos1_port)) as adapter:
         with pytest.raises(
-            QosTooHigh, match=r"^invalid argument: qos 2 is above the broker's maximum QoS of 1"
+            InvalidArgument, match=r"^invalid argument: qos 2 is above the broker's maximum QoS of 1"
         ):
             await adapter.publish("lab/qos", b"2", qos=2)
         inbox = Inbox(1)
@@ -485,7 +485,7 @@ async def test_qos_above_the_brokers_maximum_is_refused_before_it_is_sent(
 
 async def test_configured_max_qos_is_enforced_on_a_broker_that_takes_more(broker: Mosquitto) -> None:
     async with running(settings(broker, max_qos=0)) as adapter:
-        with pytest.raises(QosTooHigh, match=r"^invalid argument: qos 1 is above the configured"):
+        with pytest.raises(InvalidArgument, match=r"^invalid argument: qos 1 is above the configured"):
             await adapter.publish("lab/qos", b"1", qos=1)
         await adapter.publish("lab/qos", b"0", qos=0)
 

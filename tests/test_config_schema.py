@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from mcpmqtt import config_schema
 from mcpmqtt.config import Config
+from mcpmqtt.config import schema as config_schema
 from mcpmqtt.demo.config import demo_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def _loads(data: Any) -> bool:
 def test_committed_schema_is_what_the_models_generate() -> None:
     assert COMMITTED.exists(), f"{COMMITTED.relative_to(ROOT)} is missing: run `{config_schema.REGENERATE}`"
     assert COMMITTED.read_text(encoding="utf-8") == config_schema.render(), (
-        f"{COMMITTED.relative_to(ROOT)} is out of date with the models in src/mcpmqtt/config.py: "
+        f"{COMMITTED.relative_to(ROOT)} is out of date with the models in src/mcpmqtt/config/models.py: "
         f"run `{config_schema.REGENERATE}` from the repository root and commit the result"
     )
 

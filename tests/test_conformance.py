@@ -22,7 +22,7 @@ from mcp_client import TOOLS
 from mosquitto import Mosquitto
 from node import INSPECTOR, node, npx
 
-from mcpmqtt import apikeys
+from mcpmqtt.config import apikeys
 
 HERE = pathlib.Path(__file__).parent
 EXPECTED_FAILURES = HERE / "fixtures" / "conformance-expected-failures.yaml"

@@ -21,8 +21,8 @@ from server_config import unique_root, write_full_config
 from strategies import FAST, plain_filters, topic_matched_by
 
 from mcpmqtt.config import ConfigError, parse_config
-from mcpmqtt.policy import Allowlist, Permission, Rule
-from mcpmqtt.topics import matches
+from mcpmqtt.rules.policy import Allowlist, Permission, Rule
+from mcpmqtt.rules.topics import matches
 
 pytestmark = pytest.mark.anyio
 

@@ -10,9 +10,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mcpmqtt.config import load_config
-from mcpmqtt.examples import examples_for
-from mcpmqtt.policy import Permission, Rule
-from mcpmqtt.topics import filter_problem, matches, name_problem
+from mcpmqtt.rules.examples import examples_for
+from mcpmqtt.rules.policy import Permission, Rule
+from mcpmqtt.rules.topics import filter_problem, matches, name_problem
 
 ORIGINAL = Path(__file__).parent / "fixtures" / "original_config.json"
 ORIGINAL_RULES = load_config(ORIGINAL).allowlist().rules

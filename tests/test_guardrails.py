@@ -21,9 +21,15 @@ from mosquitto import Mosquitto
 from server_config import Person, connect_with, unique_root, write_full_config
 
 from mcpmqtt.config import ConfigError, parse_config
-from mcpmqtt.guardrails import Guardrail, Guardrails, Rate, parse_rate, schema_problem
+from mcpmqtt.rules.guardrails import Guardrail, Guardrails, Rate, parse_rate, schema_problem
 
 pytestmark = pytest.mark.anyio
+
+
+def text(refusal: Exception | None) -> str | None:
+    """A guardrail's refusal as the agent reads it (the guardrails return typed errors)."""
+    return None if refusal is None else str(refusal)
+
 
 LIGHT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -73,10 +79,16 @@ def test_rate_limit_is_a_sliding_window() -> None:
     clock.now += 20
     assert guard.take("a/2") is None
     clock.now += 10
-    assert guard.take("a/3") == "permission denied: rate limit 2/minute for 'a/#' reached; try again in 30 s"
+    assert (
+        text(guard.take("a/3"))
+        == "permission denied: rate limit 2/minute for 'a/#' reached; try again in 30 s"
+    )
     clock.now += 30  # the first publish leaves the window
     assert guard.take("a/3") is None
-    assert guard.take("a/4") == "permission denied: rate limit 2/minute for 'a/#' reached; try again in 20 s"
+    assert (
+        text(guard.take("a/4"))
+        == "permission denied: rate limit 2/minute for 'a/#' reached; try again in 20 s"
+    )
 
 
 def test_check_looks_at_the_rate_without_counting() -> None:
@@ -84,7 +96,7 @@ def test_check_looks_at_the_rate_without_counting() -> None:
     assert guard.check("a/1", b"x") is None
     assert guard.check("a/1", b"x") is None
     assert guard.take("a/1") is None
-    assert (guard.check("a/1", b"x") or "").startswith("permission denied: rate limit 1/minute")
+    assert (text(guard.check("a/1", b"x")) or "").startswith("permission denied: rate limit 1/minute")
 
 
 def test_a_refused_publish_is_not_counted_by_any_limit() -> None:
@@ -116,7 +128,7 @@ def test_every_matching_entry_applies_and_the_strictest_refuses() -> None:
     guard = Guardrails(
         [Guardrail("a/#", max_payload_bytes=100), Guardrail("a/+/strict", max_payload_bytes=4)]
     )
-    assert guard.check("a/x/strict", b"12345") == (
+    assert text(guard.check("a/x/strict", b"12345")) == (
         "payload too large: the payload is 5 bytes; publishing to 'a/x/strict' allows at most 4 bytes "
         "(max_payload_bytes of the pattern 'a/+/strict')"
     )
@@ -141,7 +153,7 @@ def test_every_matching_entry_applies_and_the_strictest_refuses() -> None:
     ],
 )
 def test_payload_schema_violation_is_quoted_with_its_json_path(payload: bytes, expected: str | None) -> None:
-    problem = Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check("l/kitchen", payload)
+    problem = text(Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check("l/kitchen", payload))
     if expected is None:
         assert problem is None
     else:
@@ -156,7 +168,7 @@ def test_payload_schema_violation_is_quoted_with_its_json_path(payload: bytes, e
 def test_a_duplicate_key_is_refused_naming_it(payload: bytes) -> None:
     """JSON parsers disagree on which of two equal keys wins: Python's sees the last, a device's may
     see the first. Validating one reading and forwarding bytes another reads is no check at all."""
-    problem = Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check("l/kitchen", payload)
+    problem = text(Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check("l/kitchen", payload))
     assert problem is not None and problem.startswith("invalid argument: ")
     assert "the key 'brightness' appears twice in one object" in problem
 
@@ -165,7 +177,7 @@ def test_a_duplicate_key_is_refused_naming_it(payload: bytes) -> None:
 def test_deeply_nested_json_is_refused_with_its_limit(depth: int) -> None:
     schema = {"type": "array"}
     payload = b"[" * depth + b"]" * depth
-    problem = Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/deep", payload)
+    problem = text(Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/deep", payload))
     assert problem is not None and problem.startswith("invalid argument: ")
     assert "nests arrays and objects deeper than 64 levels" in problem
     assert (
@@ -186,8 +198,8 @@ def test_an_integral_number_satisfies_an_integer_field_whatever_its_spelling(num
 
 def test_a_long_violation_message_is_shortened() -> None:
     schema = {"type": "object", "properties": {"s": {"maxLength": 1}}}
-    problem = Guardrails([Guardrail("l/#", payload_schema=schema)]).check(
-        "l/a", b'{"s": "' + b"x" * 500 + b'"}'
+    problem = text(
+        Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/a", b'{"s": "' + b"x" * 500 + b'"}')
     )
     assert problem is not None and problem.endswith("…") and len(problem) < 400
 
@@ -231,7 +243,7 @@ def test_a_reference_missed_at_load_refuses_the_publish_and_blames_the_config() 
     # Under a property named like a data keyword, the load-time walk does not look.
     schema = {"properties": {"enum": {"$ref": "#/$defs/nowhere"}}}
     assert schema_problem(schema) is None
-    problem = Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/a", b'{"enum": 1}')
+    problem = text(Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/a", b'{"enum": 1}'))
     assert problem is not None
     assert problem.startswith("permission denied: the payload_schema of the pattern 'l/#' cannot be applied")
 

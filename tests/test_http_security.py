@@ -23,10 +23,9 @@ from mcp_client import error_text, structured
 from mosquitto import Mosquitto
 from pydantic import BaseModel
 
-from mcpmqtt import apikeys
 from mcpmqtt.cli import main
-from mcpmqtt.config import ConfigError, MqttTls, load_config
-from mcpmqtt.http_settings import ApiKey, HttpSettings, OAuthSettings, ScopeGrant
+from mcpmqtt.config import ConfigError, MqttTls, apikeys, load_config
+from mcpmqtt.config.http import ApiKey, HttpSettings, OAuthSettings, ScopeGrant
 
 pytestmark = pytest.mark.anyio
 

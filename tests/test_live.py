@@ -16,9 +16,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_client import MODES, TOOLS, connect, error_text, structured, write_config
 from mosquitto import Mosquitto
 
-from mcpmqtt.live import TOPIC_TEMPLATE, topic_of, topic_uri
-from mcpmqtt.messages import Received
-from mcpmqtt.state import LiveState
+from mcpmqtt.mqtt import Received
+from mcpmqtt.server.live_state import LiveState
+from mcpmqtt.server.notifier import TOPIC_TEMPLATE, topic_of, topic_uri
 
 # The handshake-era resources/subscribe is what these tests exercise, deprecated or not.
 pytestmark = [

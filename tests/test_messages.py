@@ -12,7 +12,11 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mcpmqtt.messages import Received, decode_payload, encode_payload, iso_utc, to_message
+from mcpmqtt.errors import InvalidArgument
+from mcpmqtt.mqtt import Received
+from mcpmqtt.mqtt.properties import from_paho
+from mcpmqtt.rules.payloads import decode_payload, encode_payload, iso_utc
+from mcpmqtt.server.messages import to_message
 
 # 2024-05-01T12:34:56.789Z
 WHEN = datetime(2024, 5, 1, 12, 34, 56, 789_000, tzinfo=UTC).timestamp()
@@ -32,7 +36,7 @@ def _dump(payload: bytes = b"21.5", properties: Any = None) -> dict[str, Any]:
         qos=1,
         retain=False,
         received_at=WHEN,
-        properties=properties,
+        properties=from_paho(properties),
     )
     return to_message(received).model_dump(mode="json")
 
@@ -93,9 +97,9 @@ def test_encode_payload_gives_the_bytes_to_publish(payload: str, encoding: Any, 
 
 @pytest.mark.parametrize("payload", ["!!", "abc", "aGVsbG8", "aGVs bG8=", "aGVsbG8=\n", "é"])
 def test_invalid_base64_raises_value_error_saying_what_to_do(payload: str) -> None:
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(InvalidArgument) as caught:
         encode_payload(payload, "base64")
-    message = str(caught.value)
+    message = caught.value.detail
     assert message.startswith("payload is not valid base64")
     assert 'payload_encoding to "utf-8"' in message
 

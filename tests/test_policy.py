@@ -9,8 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import FAST, plain_filters, topic_matched_by
 
-from mcpmqtt.policy import Allowlist, Decision, Permission, Rule
-from mcpmqtt.topics import matches, split_shared
+from mcpmqtt.rules.policy import Allowlist, Decision, Permission, Rule
+from mcpmqtt.rules.topics import matches, split_shared
+
+
+def verdict(decision: Decision) -> tuple[bool, str]:
+    """Whether allowed, and the text the agent reads."""
+    return decision.allowed, decision.reason
+
 
 READ: frozenset[Permission] = frozenset({"read"})
 WRITE: frozenset[Permission] = frozenset({"write"})
@@ -62,7 +68,7 @@ def test_publish_needs_a_write_pattern_that_matches_the_topic(topic: str, allowe
 
 def test_write_denial_names_the_topic_and_lists_the_write_patterns() -> None:
     rules = allowlist(("actuators/#", WRITE), ("commands/+/request", WRITE), ("sensors/#", READ))
-    assert rules.decide("write", "lights/kitchen") == Decision(
+    assert verdict(rules.decide("write", "lights/kitchen")) == (
         False,
         "permission denied: publishing to 'lights/kitchen' needs a write pattern that matches it; "
         "write patterns allowed: 'actuators/#', 'commands/+/request'",
@@ -78,7 +84,11 @@ def test_server_without_write_patterns_allows_no_publishing() -> None:
 
 def test_allowed_decision_names_the_rule() -> None:
     decision = PLANT.decide("write", "actuators/valve")
-    assert decision == Decision(True, "allowed by write pattern 'actuators/#'", PLANT.rules[1])
+    assert (*verdict(decision), decision.rule) == (
+        True,
+        "allowed by write pattern 'actuators/#'",
+        PLANT.rules[1],
+    )
 
 
 # --- Validation comes before authorisation ----------------------------------------------------------
@@ -154,7 +164,7 @@ def test_plus_pattern_does_not_allow_hash_filter() -> None:
 
 
 def test_read_denial_says_the_pattern_covers_only_part_of_the_filter() -> None:
-    assert allowlist(("test/+", READ)).decide("read", "test/#") == Decision(
+    assert verdict(allowlist(("test/+", READ)).decide("read", "test/#")) == (
         False,
         "permission denied: no single read pattern covers the filter 'test/#' (a pattern must match every "
         "topic the filter can match; 'test/+' matches only some of them, so narrow the filter, e.g. to a "

@@ -13,7 +13,7 @@ from mosquitto import Mosquitto
 from server_config import write_full_config
 
 from mcpmqtt.config import ConfigError, parse_config
-from mcpmqtt.templates import fill, placeholders
+from mcpmqtt.config.templates import fill, placeholders
 
 pytestmark = pytest.mark.anyio
 

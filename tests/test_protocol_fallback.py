@@ -12,7 +12,8 @@ from mcp_client import connect, error_text, structured, write_config
 from mosquitto import Mosquitto
 from processes import amqtt
 
-from mcpmqtt.broker import Broker, BrokerSettings, BrokerUnavailable, Inbox
+from mcpmqtt.errors import BrokerUnavailable
+from mcpmqtt.mqtt import Broker, BrokerSettings, Inbox
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult
 
-from mcpmqtt.replays import SingleUseRequestState
+from mcpmqtt.server.replays import SingleUseRequestState
 
 pytestmark = pytest.mark.anyio
 

@@ -18,10 +18,11 @@ from mosquitto import Mosquitto, find_mosquitto
 from mosquitto_tls import TlsMosquitto
 from processes import amqtt
 
-from mcpmqtt.broker import Broker, BrokerUnavailable
 from mcpmqtt.cli import main
 from mcpmqtt.config import ConfigError, load_config, parse_config
-from mcpmqtt.server import broker_settings
+from mcpmqtt.errors import BrokerUnavailable
+from mcpmqtt.mqtt import Broker
+from mcpmqtt.server.build import broker_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import FAST, plain_filters, topic_matched_by
 
-from mcpmqtt.topics import (
+from mcpmqtt.rules.topics import (
     MAX_TOPIC_BYTES,
     MAX_TOPIC_LEVELS,
     covers,

@@ -14,16 +14,17 @@ from typing import Literal
 
 import anyio
 
-from mcpmqtt import __version__, apikeys
+from mcpmqtt import __version__
 from mcpmqtt.config import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
     Config,
     ConfigError,
+    apikeys,
     default_config_path,
     load_config,
 )
-from mcpmqtt.http_settings import HttpSettings, is_loopback
+from mcpmqtt.config.http import HttpSettings, is_loopback
 from mcpmqtt.logs import configure
 
 EXIT_INVALID_CONFIG = 2
@@ -271,12 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "logfile", None) or config.logging.logfile,
         getattr(args, "log_format", None),
     )
-    from mcpmqtt.server import build_server  # the MCP SDK is heavy; check-config does not need it
+    from mcpmqtt.server.build import build_server  # the MCP SDK is heavy; check-config does not need it
 
     transport: Literal["stdio", "http", "sse"] = getattr(args, "transport", "stdio")
     server = build_server(config)
     if transport == "stdio":
-        from mcpmqtt.stdio import serve_stdio
+        from mcpmqtt.transports.stdio import serve_stdio
 
         try:
             anyio.run(serve_stdio, server)
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if (refused := _check_bind(args.host, config.http)) is not None:
         return refused
-    from mcpmqtt.http import http_server
+    from mcpmqtt.transports.http import http_server
 
     try:
         web = http_server(server, transport, args.host, args.port)

@@ -26,9 +26,9 @@ from mcpmqtt.demo.config import ROOMS, demo_config
 from mcpmqtt.demo.console import Style
 from mcpmqtt.demo.devices import PRINTER_REQUESTS, SENSOR_INTERVAL, run_devices
 from mcpmqtt.demo.embedded import BrokerChoice, EmbeddedBroker, embedded_broker, ensure_free
-from mcpmqtt.http import http_server
-from mcpmqtt.server import build_server
-from mcpmqtt.stdio import serve_stdio
+from mcpmqtt.server.build import build_server
+from mcpmqtt.transports.http import http_server
+from mcpmqtt.transports.stdio import serve_stdio
 
 INSPECTOR = "npx -y @modelcontextprotocol/inspector@2.12.0"
 STOPPED = "mcpmqtt demo: stopped the server, the devices and the broker"

@@ -19,8 +19,8 @@ from mcpmqtt.demo.console import Style
 from mcpmqtt.demo.devices import PRINTER_REQUESTS, PRINTER_RESPONSES
 from mcpmqtt.demo.embedded import HOST, BrokerChoice, EmbeddedBroker, ensure_free, free_port
 from mcpmqtt.demo.runner import mcp_url, run_with_broker, running_devices, wait_started
-from mcpmqtt.http import http_server
-from mcpmqtt.server import build_server
+from mcpmqtt.server.build import build_server
+from mcpmqtt.transports.http import http_server
 
 STEP_TIMEOUT = 15.0
 LIGHT = ROOMS[0]

@@ -1,0 +1,45 @@
+"""The config file: pydantic models of every section, loading with errors that name the file and the
+field, the HTTP section's keys and grants, prompt templates, and the generated JSON Schema.
+
+Pure of the MCP SDK, so that `check-config` and `hash-key` start fast.
+"""
+
+from mcpmqtt.config.loading import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    default_config_path,
+    load_config,
+    parse_config,
+)
+from mcpmqtt.config.models import (
+    AuditSettings,
+    Config,
+    Limits,
+    LiveStateSettings,
+    LoggingSettings,
+    MqttSettings,
+    MqttTls,
+    PromptArgumentEntry,
+    PromptEntry,
+    TopicEntry,
+)
+from mcpmqtt.errors import ConfigError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_CONFIG_PATH",
+    "AuditSettings",
+    "Config",
+    "ConfigError",
+    "Limits",
+    "LiveStateSettings",
+    "LoggingSettings",
+    "MqttSettings",
+    "MqttTls",
+    "PromptArgumentEntry",
+    "PromptEntry",
+    "TopicEntry",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,404 @@
+"""The config file's models: every section, its defaults, and checks with errors a person can act on.
+
+The format is a superset of the original mcpMQTT config, which must load unchanged. Every model
+forbids unknown keys: a misspelt key that was silently ignored would leave a user believing a
+limit or a secret was in force when it was not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from mcpmqtt.config.base import Model
+from mcpmqtt.config.http import HttpSettings
+from mcpmqtt.config.templates import BUILTIN_PROMPTS, placeholders
+from mcpmqtt.errors import ConfigError
+from mcpmqtt.rules.guardrails import Guardrail, Guardrails, parse_rate, schema_problem
+from mcpmqtt.rules.policy import Allowlist, Rule
+from mcpmqtt.rules.topics import filter_problem, name_problem, overlaps, split_shared
+
+REPLY_TOPICS = (
+    "the server's private reply topics (mqtt_query's replies to every session); no agent reads or "
+    "writes them, whatever other patterns allow"
+)
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class MqttTls(Model):
+    """TLS to the broker: present (even as {}) means on. The broker's certificate is always verified."""
+
+    ca_file: Path | None = Field(
+        default=None, description="CA certificates (PEM) to verify the broker with; default: the system's."
+    )
+    cert_file: Path | None = Field(default=None, description="Client certificate (PEM), for mutual TLS.")
+    key_file: Path | None = Field(
+        default=None, description="The client certificate's private key (PEM), if not in cert_file."
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Skip the check that the certificate names the broker's host. For tests only: "
+        "it lets anyone with a certificate from the same CA pose as the broker; logged as a warning.",
+    )
+
+    @model_validator(mode="after")
+    def _key_needs_certificate(self) -> Self:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate the key belongs to)")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS client context: the broker's certificate verified, ours presented if configured.
+
+        Raises ConfigError naming the file that cannot be loaded, so that a bad path stops the server
+        at start-up (check-config included) rather than failing every connection attempt.
+        """
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file and self.ca_file.expanduser())
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"mqtt.tls.ca_file: cannot load CA certificates from {self.ca_file}: {exc}"
+            ) from None
+        if self.cert_file is not None:
+            key = self.key_file and self.key_file.expanduser()
+            try:
+                context.load_cert_chain(self.cert_file.expanduser(), key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"mqtt.tls.cert_file: cannot load the client certificate {self.cert_file}"
+                    f"{f' with the key {self.key_file}' if key else ''}: {exc}"
+                ) from None
+        context.check_hostname = not self.insecure
+        return context
+
+
+class MqttSettings(Model):
+    """How to reach the broker. Secrets come from exactly one of password, password_env, password_file."""
+
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_env: str | None = Field(
+        default=None, description="Name of an environment variable that holds the password."
+    )
+    password_file: Path | None = Field(
+        default=None, description="A file whose content (trailing newline stripped) is the password."
+    )
+    keepalive: Annotated[int, Field(ge=0, le=65535)] = 60
+    client_id: str | None = Field(
+        default=None,
+        description="MQTT client id; default mcpmqtt-<host>-<random>, unique per process so that two "
+        "servers never disconnect each other.",
+    )
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description='"5" (falls back to 3.1.1 if the broker refuses it) or "3.1.1".'
+    )
+    reply_topic_prefix: str = Field(
+        default="mcpmqtt/replies",
+        description="Where mqtt_query's private reply topics live: <prefix>/<random>/<correlation id>.",
+    )
+    tls: MqttTls | None = Field(default=None, description="TLS settings; absent: plain TCP.")
+    transport: Literal["tcp", "websockets"] = Field(
+        default="tcp", description='"websockets" for MQTT over WebSockets (wss:// with tls).'
+    )
+    websocket_path: str = Field(default="/mqtt", description="The broker's WebSocket path.")
+    max_qos: Literal[0, 1, 2] = Field(
+        default=2,
+        description="The highest QoS mqtt_publish and mqtt_query may use; a higher one is refused with "
+        "invalid argument before it reaches the broker. Set 1 for brokers without QoS 2 (NATS drops the "
+        "connection, and every call on it, on a QoS 2 publish). On MQTT 5 the broker's own Maximum QoS "
+        "lowers it further.",
+    )
+
+    @field_validator("password_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        # Refuse anything that is not a variable name, without echoing it: it may be the password.
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits and _), not the password itself"
+            )
+        return value
+
+    @field_validator("reply_topic_prefix")
+    @classmethod
+    def _prefix_is_a_topic(cls, value: str) -> str:
+        if problem := name_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> Self:
+        given = [k for k in ("password", "password_env", "password_file") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"give only one of password, password_env, password_file (got {', '.join(given)})"
+            )
+        return self
+
+    def resolved_password(self) -> str | None:
+        """The password from whichever source is configured; errors name the missing source."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    f"mqtt.password_env: the environment variable {self.password_env} is not set"
+                )
+            return value
+        if self.password_file is not None:
+            path = self.password_file.expanduser()
+            try:
+                return path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read {path}: {exc.strerror}") from None
+        return self.password
+
+    def resolved_client_id(self) -> str:
+        """The configured client id, or a fresh unique one for this process."""
+        return self.client_id or f"mcpmqtt-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+class TopicEntry(Model):
+    """One allowlist entry: an MQTT filter pattern and what an agent may do with matching topics."""
+
+    pattern: str
+    permissions: Annotated[list[Literal["read", "write"]], Field(min_length=1)]
+    description: str = ""
+    live: bool = Field(
+        default=True,
+        description="Keep the last message of topics matching this read pattern in the live state "
+        "(live_state); false for chatty or sensitive topics that should only be read on demand.",
+    )
+
+    deny: bool = Field(
+        default=False,
+        description="A deny entry: refuses what its permissions name on matching topics, before any "
+        "allow entry is consulted (as Mosquitto does).",
+    )
+    max_payload_bytes: Annotated[int, Field(ge=1, le=268_435_455)] | None = Field(
+        default=None, description="The largest payload an agent may publish to matching topics."
+    )
+    payload_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema that every payload published to matching topics must satisfy.",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description='At most this many publishes to matching topics, all agents together: "10/minute"; '
+        "units second, minute, hour, day.",
+    )
+    confirm: bool = Field(
+        default=False,
+        description="Ask the person at the MCP client (elicitation) before each publish to matching topics.",
+    )
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return "" if value is None else value  # the original mcpMQTT accepted null here
+
+    @field_validator("payload_schema")
+    @classmethod
+    def _schema_is_usable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and (problem := schema_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _guardrails_fit(self) -> Self:
+        # A setting that could never apply is refused, like an unknown key: the operator believes it works.
+        guarding = [
+            key
+            for key in ("max_payload_bytes", "payload_schema", "rate_limit")
+            if getattr(self, key) is not None
+        ] + (["confirm"] if self.confirm else [])
+        if self.deny and split_shared(self.pattern)[0] is not None:
+            raise ValueError(
+                f"a deny entry cannot be a shared subscription ({self.pattern!r}); write the plain filter "
+                f"{split_shared(self.pattern)[1]!r}, which denies it in every group"
+            )
+        one = len(guarding) == 1
+        if self.deny and guarding:
+            raise ValueError(
+                f"{', '.join(guarding)} cannot be set on a deny entry (it refuses publishing outright); "
+                f"put {'it' if one else 'them'} on the entry that allows the publishing"
+            )
+        if guarding and "write" not in self.permissions:
+            raise ValueError(
+                f"{', '.join(guarding)} {'guards' if one else 'guard'} publishing, and this entry does "
+                f'not grant write; add "write" to its permissions or move {"it" if one else "them"} to '
+                "a write entry"
+            )
+        return self
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_is_a_filter(cls, value: str) -> str:
+        if problem := filter_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("permissions")
+    @classmethod
+    def _once_each(cls, value: list[Literal["read", "write"]]) -> list[Literal["read", "write"]]:
+        return sorted(set(value))  # ["read", "read"] loaded in the original
+
+
+class LoggingSettings(Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    logfile: Path | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Limits(Model):
+    """Bounds on what one tool call may ask for, so that one agent cannot exhaust the server."""
+
+    max_payload_bytes: Annotated[int, Field(ge=1, le=268_435_455)] = 1_048_576
+    max_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    max_timeout: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    max_result_bytes: Annotated[int, Field(ge=1, le=268_435_455)] = Field(
+        default=1_048_576,
+        description="Payload bytes one call returns at most; further messages are left out and the "
+        "result says how many (so that a chatty topic cannot flood a model's context).",
+    )
+
+
+class LiveStateSettings(Model):
+    """The last-value cache behind mqtt_list_topics, mqtt_last and the topic resources."""
+
+    enabled: bool = True
+    max_topics: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    max_payload_bytes: Annotated[int, Field(ge=0, le=268_435_455)] = Field(
+        default=65_536, description="Bytes of each topic's last payload kept; longer ones are cut."
+    )
+    notify_interval: Annotated[float, Field(ge=0.05, le=3600)] = Field(
+        default=1.0,
+        description="Seconds between two resources/updated notifications for one topic: a fast "
+        "topic's updates within this window are coalesced into one.",
+    )
+
+
+class AuditSettings(Model):
+    """The audit log: one JSON line per tool call, for the people responsible for the devices."""
+
+    path: Path = Field(description="The JSONL file, appended to; relative to the config file's folder.")
+    include_payloads: bool = Field(
+        default=False, description="Also record the payloads published; off, only their size and SHA-256."
+    )
+
+
+class PromptArgumentEntry(Model):
+    """One argument of an operator's prompt, filled into its template's {name} placeholders."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+    description: str = ""
+    required: bool = True
+
+
+class PromptEntry(Model):
+    """A prompt written by the operator: a template with {argument} placeholders."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+    description: str = ""
+    arguments: list[PromptArgumentEntry] = Field(default_factory=list)
+    template: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _placeholders_are_arguments(self) -> Self:
+        names = [argument.name for argument in self.arguments]
+        if len(set(names)) < len(names):
+            raise ValueError(f"prompt {self.name!r} names an argument twice ({', '.join(names)})")
+        used = placeholders(self.template)
+        if unknown := [name for name in used if name not in names]:
+            raise ValueError(
+                f"the template of prompt {self.name!r} uses {', '.join('{' + n + '}' for n in unknown)}, "
+                f"which {'is not an argument' if len(unknown) == 1 else 'are not arguments'}; "
+                f"declare it under arguments or fix the spelling (arguments: {', '.join(names) or 'none'})"
+            )
+        if unused := [name for name in names if name not in used]:
+            raise ValueError(
+                f"prompt {self.name!r} declares the argument{'s' if len(unused) > 1 else ''} "
+                f"{', '.join(unused)} but its template never uses "
+                f"{'it' if len(unused) == 1 else 'them'}; add {'{' + unused[0] + '}'} to the template "
+                "or remove the argument"
+            )
+        return self
+
+
+class Config(Model):
+    """The whole config file."""
+
+    mqtt: MqttSettings = MqttSettings()
+    topics: Annotated[list[TopicEntry], Field(min_length=1)]
+    logging: LoggingSettings = LoggingSettings()
+    limits: Limits = Limits()
+    live_state: LiveStateSettings = LiveStateSettings()
+    audit: AuditSettings | None = None
+    prompts: list[PromptEntry] = Field(default_factory=list)
+    http: HttpSettings = HttpSettings()
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompt_names_unique(cls, value: list[PromptEntry]) -> list[PromptEntry]:
+        seen: set[str] = set()
+        for entry in value:
+            if entry.name in BUILTIN_PROMPTS:
+                raise ValueError(
+                    f"the prompt name {entry.name!r} is taken by a built-in prompt "
+                    f"({', '.join(sorted(BUILTIN_PROMPTS))}); choose another name"
+                )
+            if entry.name in seen:
+                raise ValueError(f"two prompts are named {entry.name!r}; prompt names must be unique")
+            seen.add(entry.name)
+        return value
+
+    def allowlist(self) -> Allowlist:
+        """The policy object built from the topics section, and the fence around the reply topics.
+
+        The private reply topics (``mqtt.reply_topic_prefix``) carry every session's query replies
+        and correlation data; they are the server's own, so an allow entry that reaches them (``#``)
+        gets a deny entry beside it: a filter inside them is refused, and messages on them are
+        withheld from a filter that overlaps them. The server's own reply routing is not an agent's
+        subscription and does not pass through the allowlist.
+        """
+        rules = [Rule(t.pattern, frozenset(t.permissions), t.description, t.deny) for t in self.topics]
+        replies = f"{self.mqtt.reply_topic_prefix}/#"
+        if any(not rule.deny and overlaps(split_shared(rule.pattern)[1], replies) for rule in rules):
+            rules.append(Rule(replies, frozenset({"read", "write"}), REPLY_TOPICS, deny=True))
+        return Allowlist(rules)
+
+    def guardrails(self) -> Guardrails:
+        """The publish guardrails of the write entries; build it once, since it counts publishes."""
+        return Guardrails(
+            [
+                Guardrail(
+                    t.pattern,
+                    max_payload_bytes=t.max_payload_bytes,
+                    payload_schema=t.payload_schema,
+                    rate_limit=parse_rate(t.rate_limit) if t.rate_limit is not None else None,
+                    confirm=t.confirm,
+                )
+                for t in self.topics
+                if "write" in t.permissions and not t.deny
+            ]
+        )

@@ -1,0 +1,52 @@
+"""What every tool and resource of one server shares (the config, the allowlist, the broker), and whose
+allowlist applies to the request being served."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from pydantic import ConfigDict, Field
+
+from mcpmqtt.config import Config, Limits
+from mcpmqtt.mqtt import Broker
+from mcpmqtt.rules.policy import Allowlist
+
+
+class Access(AccessToken):
+    """An access token as the SDK knows it, plus the allowlist of its holder (None: the whole one).
+
+    Made by the HTTP transport's verifiers (transports/auth.py) and read here, so that the tools
+    depend on this plain record rather than on the authentication code and its JWT libraries.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    allowlist: Allowlist | None = Field(default=None, exclude=True)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    allowlist: Allowlist
+    broker: Broker
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    def policy(self) -> Allowlist:
+        """The allowlist that applies to the request being served.
+
+        Every tool and resource asks here rather than holding the config's allowlist, so that a
+        request authenticated with a narrower grant gets a narrower allowlist in one place. Over HTTP
+        the SDK's auth middleware puts the caller's token in a context variable that follows the
+        request into the tool; a token narrowed to part of the allowlist carries that part (see
+        transports/auth.py). Without a token (stdio, or HTTP without authentication) the whole
+        allowlist applies.
+        """
+        token = get_access_token()
+        if isinstance(token, Access) and token.allowlist is not None:
+            return token.allowlist
+        return self.allowlist

@@ -1,0 +1,277 @@
+"""The four MQTT tools: each decides with the allowlist first and touches the broker only when the
+decision allows it."""
+
+import time
+from typing import Annotated, Any, Literal, NamedTuple
+
+from mcp.server.elicitation import ElicitationResult
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resolve import Resolve
+from mcp_types import CallToolResult
+from pydantic import Field
+
+from mcpmqtt.mqtt import Inbox, Received
+from mcpmqtt.rules.payloads import PayloadEncoding
+from mcpmqtt.server.confirmation import Confirmation
+from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.labels import UNTRUSTED, labelled
+from mcpmqtt.server.messages import to_message
+from mcpmqtt.server.publish_gate import PublishGate, publish_properties
+from mcpmqtt.server.results import PublishResult, QueryResult, ReadResult, SubscribeResult, ok_result
+
+_MAX_USER_PROPERTIES = 100
+_PROGRESS_EVERY = 1.0  # seconds between progress notifications of a waiting call
+
+PUBLISH_DESCRIPTION = (
+    "Publish one message to an MQTT topic that the allowlist lets you write. This acts on real "
+    "devices and services. At qos 1 or 2 it returns only after the broker acknowledged the message. "
+    "retain=true makes the broker keep it as the topic's current value. See mcpmqtt://topics/allowed "
+    "for the topics you may write and what they do. The operator may guard topics with a payload size "
+    "limit, a JSON Schema, a rate limit or a person's confirmation; a refusal says which and why."
+    f" {UNTRUSTED}"
+)
+
+SUBSCRIBE_DESCRIPTION = (
+    "Subscribe to a topic filter and collect messages until max_messages arrived or timeout passed. "
+    "Retained messages (a topic's current value) arrive first, marked retain=true. The subscription "
+    "ends when the call returns. timed_out is true if fewer than max_messages arrived."
+    f" {UNTRUSTED}"
+)
+
+READ_DESCRIPTION = (
+    "Read the next message on a topic filter; a retained message (the current value) counts. Good for"
+    " reading a sensor's or device's current state. message is null if nothing arrived within the "
+    "timeout."
+    f" {UNTRUSTED}"
+)
+
+QUERY_DESCRIPTION = (
+    "Send a request to a device or service and wait for its reply (MQTT request/response). The server"
+    " subscribes to the reply topic before it publishes, and sends MQTT 5 Response Topic and "
+    "Correlation Data; on MQTT 5 only a reply that carries that correlation data counts, and a "
+    "retained message never does. response is null if no reply came within the timeout."
+    f" {UNTRUSTED}"
+)
+
+
+class Collected(NamedTuple):
+    """What one subscribing call gathered, as its result reports it."""
+
+    kept: list[Received]
+    """The messages that fit in limits.max_result_bytes, in arrival order."""
+    omitted: int
+    """Messages that arrived within max_messages but did not fit in limits.max_result_bytes."""
+    overflow: int
+    """Messages that arrived after max_messages were collected, counted instead of buffered."""
+    full: bool
+    """Whether max_messages arrived."""
+
+
+def within_bytes(messages: list[Received], cap: int) -> tuple[list[Received], int]:
+    """The leading messages whose payloads fit in `cap` bytes together, and how many did not."""
+    total = 0
+    for index, message in enumerate(messages):
+        total += len(message.payload)
+        if total > cap:
+            return messages[:index], len(messages) - index
+    return messages, 0
+
+
+async def wait_reporting(inbox: Inbox, deadline: float, ctx: Context[Any, Any]) -> bool:
+    """Wait until `inbox` is full or `deadline`; True if full. When the client asked for progress
+    (a progress token), report the messages so far and the seconds left about once a second."""
+    meta = ctx.request_context.meta
+    if not (meta and meta.get("progress_token") is not None):
+        return await inbox.wait_full(deadline - time.monotonic())
+    while (left := deadline - time.monotonic()) > 0:
+        if await inbox.wait_full(min(left, _PROGRESS_EVERY)):
+            return True
+        got = len(inbox.messages)
+        left = max(deadline - time.monotonic(), 0)
+        await ctx.report_progress(got, inbox.limit, f"{got} of {inbox.limit} messages; {left:.0f} s left")
+    return await inbox.wait_full(0)
+
+
+def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
+    """Add mqtt_publish, mqtt_subscribe, mqtt_read and mqtt_query to `server`."""
+    broker, limits = runtime.broker, runtime.limits
+
+    async def collect(topic: str, limit: int, timeout: float, ctx: Context[Any, Any]) -> Collected:
+        """Subscribe to `topic` if the allowlist lets us and gather up to `limit` readable messages
+        until `timeout` seconds after the call began."""
+        deadline = time.monotonic() + timeout
+        allowlist = runtime.policy()
+        allowlist.decide("read", topic).enforce()
+        inbox = Inbox(limit, lambda message: allowlist.readable(message.topic))
+        async with broker.subscription(topic, inbox):
+            full = await wait_reporting(inbox, deadline, ctx)
+        kept, omitted = within_bytes(inbox.messages, limits.max_result_bytes)
+        return Collected(kept, omitted, inbox.overflow, full)
+
+    gate = PublishGate(runtime)
+
+    Topic = Annotated[str, Field(description="A concrete MQTT topic name (no + or #).")]
+    Filter = Annotated[
+        str,
+        Field(description="An MQTT topic filter: a topic, or a pattern with + (one level) or # (the rest)."),
+    ]
+    Payload = Annotated[
+        str, Field(description="The message body: text, or base64 if payload_encoding is base64.")
+    ]
+    Encoding = Annotated[
+        PayloadEncoding, Field(description='"utf-8" to send the text as is, "base64" to send binary bytes.')
+    ]
+    Qos = Annotated[
+        Literal[0, 1, 2], Field(description="MQTT QoS: 0 at most once, 1 at least once, 2 exactly once.")
+    ]
+
+    most = limits.max_timeout
+    SubscribeTimeout = Annotated[
+        float,
+        Field(ge=0, le=most, description=f"How long to wait for max_messages, in seconds (0 to {most:g})."),
+    ]
+    ReadTimeout = Annotated[
+        float,
+        Field(ge=0, le=most, description=f"How long to wait for a message, in seconds (0 to {most:g})."),
+    ]
+    QueryTimeout = Annotated[
+        float,
+        Field(ge=0, le=most, description=f"How long to wait for the reply, in seconds (0 to {most:g})."),
+    ]
+    MaxMessages = Annotated[
+        int,
+        Field(
+            ge=1,
+            le=limits.max_messages,
+            description=f"Return after this many messages (1 to {limits.max_messages}).",
+        ),
+    ]
+
+    @server.tool(
+        description=PUBLISH_DESCRIPTION,
+        **labelled(
+            "Publish an MQTT message", read_only=False, destructive=True, idempotent=False, open_world=True
+        ),
+    )
+    async def mqtt_publish(
+        topic: Topic,
+        payload: Payload,
+        confirmed: Annotated[ElicitationResult[Confirmation], Resolve(gate.ask_publish)],
+        qos: Qos = 0,
+        retain: bool = False,
+        payload_encoding: Encoding = "utf-8",
+        content_type: Annotated[
+            str | None,
+            Field(description='MQTT 5 Content Type of the payload, e.g. "application/json".'),
+        ] = None,
+        user_properties: Annotated[
+            list[tuple[str, str]] | None,
+            Field(
+                max_length=_MAX_USER_PROPERTIES,
+                description='MQTT 5 User Properties as [key, value] pairs, e.g. [["source", "agent"]].',
+            ),
+        ] = None,
+        message_expiry: Annotated[
+            Annotated[int, Field(ge=1, le=4_294_967_295)] | None,
+            Field(
+                description="MQTT 5 Message Expiry Interval: the broker drops the message after this "
+                "many seconds if it is not delivered (a retained one stops being the topic's value)."
+            ),
+        ] = None,
+    ) -> Annotated[CallToolResult, PublishResult]:
+        """Publish one message to an MQTT topic that the allowlist lets you write."""
+        data = gate.check_publish(topic, payload, payload_encoding, content_type, user_properties)
+        gate.release(topic, confirmed, f"publishing to {topic!r}")
+        properties, notes = publish_properties(broker.protocol, content_type, user_properties, message_expiry)
+        await broker.publish(topic, data, qos=qos, retain=retain, properties=properties)
+        return ok_result(
+            PublishResult(topic=topic, qos=qos, retain=retain, bytes=len(data), notes=notes or None)
+        )
+
+    @server.tool(
+        description=SUBSCRIBE_DESCRIPTION,
+        **labelled(
+            "Collect MQTT messages", read_only=True, destructive=False, idempotent=False, open_world=True
+        ),
+    )
+    async def mqtt_subscribe(
+        topic: Filter,
+        ctx: Context[Any, Any],
+        timeout: SubscribeTimeout = 30.0,
+        max_messages: MaxMessages = 1,
+    ) -> Annotated[CallToolResult, SubscribeResult]:
+        """Subscribe to a topic filter and collect messages until max_messages arrived or timeout passed."""
+        collected = await collect(topic, max_messages, timeout, ctx)
+        messages = [to_message(m) for m in collected.kept]
+        return ok_result(
+            SubscribeResult(
+                topic=topic,
+                messages=messages,
+                messages_received=len(messages),
+                timed_out=not collected.full,
+                messages_omitted=collected.omitted,
+                messages_overflow=collected.overflow,
+            )
+        )
+
+    @server.tool(
+        description=READ_DESCRIPTION,
+        **labelled(
+            "Read one MQTT message", read_only=True, destructive=False, idempotent=True, open_world=True
+        ),
+    )
+    async def mqtt_read(
+        topic: Filter, ctx: Context[Any, Any], timeout: ReadTimeout = 5.0
+    ) -> Annotated[CallToolResult, ReadResult]:
+        """Read the next message on a topic filter; a retained message (the current value) counts."""
+        collected = await collect(topic, 1, timeout, ctx)
+        message = to_message(collected.kept[0]) if collected.kept else None
+        result = ReadResult(
+            topic=topic, message=message, timed_out=not collected.full, messages_omitted=collected.omitted
+        )
+        return ok_result(result)
+
+    @server.tool(
+        description=QUERY_DESCRIPTION,
+        **labelled(
+            "MQTT request/response", read_only=False, destructive=True, idempotent=False, open_world=True
+        ),
+    )
+    async def mqtt_query(
+        request_topic: Topic,
+        payload: Payload,
+        confirmed: Annotated[ElicitationResult[Confirmation], Resolve(gate.ask_request)],
+        ctx: Context[Any, Any],
+        response_topic: Annotated[
+            str | None,
+            Field(
+                description="Topic the device replies on (needs read permission). Omit it to use the "
+                "server's private reply topic, sent to the device as the MQTT 5 Response Topic."
+            ),
+        ] = None,
+        timeout: QueryTimeout = 5.0,
+        qos: Qos = 0,
+        payload_encoding: Encoding = "utf-8",
+    ) -> Annotated[CallToolResult, QueryResult]:
+        """Send a request to a device or service and wait for its reply (MQTT request/response)."""
+        data = gate.check_request(request_topic, response_topic, payload, payload_encoding)
+        gate.release(request_topic, confirmed, f"sending a request to {request_topic!r}")
+        allowlist = runtime.policy()
+        reply = await broker.request(
+            request_topic,
+            data,
+            qos=qos,
+            timeout=timeout,
+            response_topic=response_topic,
+            accept=(lambda message: allowlist.readable(message.topic)) if response_topic else None,
+            wait=lambda inbox, deadline: wait_reporting(inbox, deadline, ctx),
+        )
+        return ok_result(
+            QueryResult(
+                request_topic=request_topic,
+                response_topic=reply.response_topic,
+                correlation_id=reply.correlation_id,
+                response=to_message(reply.message) if reply.message else None,
+                timed_out=reply.message is None,
+            )
+        )
