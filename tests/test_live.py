@@ -4,7 +4,6 @@ resource subscriptions in both eras, progress notifications and the bound on res
 import json
 import pathlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -15,6 +14,7 @@ from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 from mcp_client import MODES, TOOLS, connect, error_text, structured, write_config
 from mosquitto import Mosquitto
+from support import Served
 
 from mcpmqtt.mqtt import Received
 from mcpmqtt.server.live_state import LiveState
@@ -85,18 +85,11 @@ def test_topic_uris_round_trip(topic: str) -> None:
 # ---- over the real client --------------------------------------------------------------------------
 
 
-@dataclass
-class Served:
-    client: Client
-    broker: Mosquitto
-    mode: str
-
-
 @pytest.fixture(scope="module", params=MODES)
 async def served(
     request: pytest.FixtureRequest, broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Served]:
-    config, _ = write_config(tmp_path_factory.mktemp("live"), broker, topics=TOPICS)
+    config, client_id = write_config(tmp_path_factory.mktemp("live"), broker, topics=TOPICS)
     data = json.loads(config.read_text())
     data["limits"] = {"max_result_bytes": 1000}
     data["live_state"] = {"notify_interval": 0.3}
@@ -104,7 +97,7 @@ async def served(
     async with raw_client(broker) as device:
         await device.publish(f"live/{request.param}/temperature", b"20.5", qos=1, retain=True)
     async with connect(config, request.param) as client:
-        yield Served(client, broker, request.param)
+        yield Served(client, client_id, broker, request.param)
 
 
 async def wait_listed(client: Client, topic: str) -> dict[str, Any]:

@@ -203,6 +203,12 @@ class Broker:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected or `timeout` seconds pass; whether connected."""
+        with anyio.move_on_after(timeout):
+            await self._connected.wait()
+        return self.connected
+
     @property
     def protocol(self) -> Literal["5", "3.1.1"]:
         """The protocol in use: "5" unless the broker refused it."""
