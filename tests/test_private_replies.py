@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from devices import responder
+from devices import raw_client, responder
 from http_server import ServerProcess, config_for, http_client
 from mcp_client import error_text, structured, wait_for_log
 from mosquitto import Mosquitto
@@ -59,8 +59,10 @@ async def test_a_wide_subscription_never_sees_another_sessions_reply(
         seen: list[dict[str, object]] = []
 
         async def snoop() -> None:
+            # Three messages end the call: the request, then two markers published after the reply
+            # came; a leaked reply would arrive before the markers and take one of the three places.
             result = await snooper.call_tool(
-                "mqtt_subscribe", {"topic": f"{ROOT}/#", "timeout": 3, "max_messages": 50}
+                "mqtt_subscribe", {"topic": f"{ROOT}/#", "timeout": 30, "max_messages": 3}
             )
             seen.extend(structured(result)["messages"])
 
@@ -73,6 +75,9 @@ async def test_a_wide_subscription_never_sees_another_sessions_reply(
         )
         assert reply["response"]["payload"] == "re:ping"
         assert reply["response_topic"].startswith(f"{PREFIX}/")
+        async with raw_client(broker) as marker:
+            for index in range(2):
+                await marker.publish(f"{ROOT}/marker", str(index).encode(), qos=1)
     topics = [message["topic"] for message in seen]
     assert f"{ROOT}/svc/request" in topics  # the snooper did see traffic, and the request
     assert not [topic for topic in topics if topic.startswith(f"{PREFIX}/")]
