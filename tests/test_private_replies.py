@@ -67,7 +67,8 @@ async def test_a_wide_subscription_never_sees_another_sessions_reply(
             seen.extend(structured(result)["messages"])
 
         tg.start_soon(snoop)
-        await wait_for_log(broker, server.client_id, "subscribe", f"{ROOT}/#")
+        # The live state follows the same filter: the snooper's SUBSCRIBE is the second one.
+        await wait_for_log(broker, server.client_id, "subscribe", f"{ROOT}/#", count=2)
         reply = structured(
             await asker.call_tool(
                 "mqtt_query", {"request_topic": f"{ROOT}/svc/request", "payload": "ping", "timeout": 5}
