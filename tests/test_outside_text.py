@@ -17,8 +17,8 @@ from http_server import INITIALIZE, ServerProcess, config_for
 from mcp_types import PARSE_ERROR
 from mosquitto import Mosquitto
 from server_config import unique_root
+from support import Wire, start
 from test_faults import raw_http
-from test_stdio_wire import Wire, start
 
 pytestmark = pytest.mark.anyio
 
