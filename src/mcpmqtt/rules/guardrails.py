@@ -184,6 +184,8 @@ class Guardrails:
             if g.active
         ]
         self._clock = clock
+        self.confirms = any(entry.guardrail.confirm for entry in self._entries)
+        """Whether any entry asks for a person's confirmation (most configs: none, and nothing to look up)."""
 
     def _applying(self, topic: str) -> list[_Entry]:
         levels = topic.split("/")
