@@ -7,8 +7,8 @@ Runtime (config, allowlist, broker).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -62,6 +62,43 @@ def _describe_validation(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class SharedLifespan:
+    """The broker connection's lifetime, shared by everyone who enters it: the first entry starts it,
+    the last exit stops it, and entries in between cost nothing.
+
+    The SDK enters a server's lifespan once for Streamable HTTP and stdio, but once per connection
+    for the legacy HTTP+SSE transport (`Server.run` per session). Per session, two sessions opened two
+    broker connections with the same client id that took each other over, and the first session to
+    close stopped the connection of all. So the HTTP app holds this for the whole process (from
+    uvicorn's start-up to its shutdown) and each session's entry is a nested one.
+    """
+
+    def __init__(self, connection: Callable[[], AbstractAsyncContextManager[None]]) -> None:
+        self._connection = connection
+        self._holders = 0
+        self._lock = anyio.Lock()
+        self._stack: AsyncExitStack | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """The connection, running while this context is entered (by this holder or another)."""
+        async with self._lock:
+            if self._holders == 0:
+                stack = AsyncExitStack()
+                await stack.enter_async_context(self._connection())
+                self._stack = stack
+            self._holders += 1
+        try:
+            yield None
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._lock:
+                    self._holders -= 1
+                    if self._holders == 0 and self._stack is not None:
+                        stack, self._stack = self._stack, None
+                        await stack.aclose()
+
+
 class McpMqttServer(MCPServer[Any]):
     """MCPServer with the one boundary every tool call passes.
 
@@ -71,11 +108,15 @@ class McpMqttServer(MCPServer[Any]):
     the error that ended it, if any.
     """
 
-    def __init__(self, runtime: Runtime, audit: AuditLog | None, **settings: Any) -> None:
+    def __init__(
+        self, runtime: Runtime, audit: AuditLog | None, lifespan_holder: SharedLifespan, **settings: Any
+    ) -> None:
         super().__init__(**settings)
         self.runtime = runtime
         """For the HTTP app: the auth config, the allowlist, readiness."""
         self.audit = audit
+        self.lifespan_holder = lifespan_holder
+        """For the HTTP app: holds the broker connection for the whole process."""
         self._arguments: dict[str, frozenset[str]] | None = None
 
     async def call_tool(
@@ -157,7 +198,7 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
+    async def connection() -> AsyncIterator[None]:
         if audit is not None:
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
@@ -174,9 +215,15 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
                 if audit is not None:  # write out the queued records; close() bounds its wait too
                     await asyncio.to_thread(audit.close)
 
+    shared = SharedLifespan(connection)
+
+    def lifespan(_: MCPServer[Any]) -> AbstractAsyncContextManager[None]:
+        return shared.hold()
+
     server = McpMqttServer(
         runtime,
         audit,
+        shared,
         name="mcpmqtt",
         title="MQTT for agents",
         instructions=INSTRUCTIONS,
