@@ -306,20 +306,79 @@ async def test_query_without_reply_times_out(broker: Mosquitto) -> None:
         assert reply.message is None
 
 
-async def test_reply_without_correlation_data_is_accepted(broker: Mosquitto) -> None:
+async def test_mqtt5_reply_without_correlation_data_answers_no_query(broker: Mosquitto) -> None:
+    """On MQTT 5 a reply carries the request's correlation data: a message without any, on the private
+    reply topic or a given one, is not a reply (anyone able to publish there could have sent it)."""
     async with running(settings(broker)) as adapter, raw_client(broker) as device:
         await device.subscribe("plain/request")
 
-        async def answer() -> None:
-            message = await anext(aiter(device.messages))
-            assert message.properties is not None
-            reply_to = message.properties.ResponseTopic
-            await device.publish(reply_to, b"plain", properties=reply_properties(None))
+        async def answer(count: int) -> None:
+            async for message in device.messages:
+                assert message.properties is not None
+                reply_to = message.properties.ResponseTopic
+                await device.publish(reply_to, b"no correlation", qos=1, properties=reply_properties(None))
+                count -= 1
+                if count == 0:
+                    return
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(answer)
-            reply = await adapter.request("plain/request", b"x", qos=0, timeout=5)
-        assert reply.message is not None and reply.message.payload == b"plain"
+            tg.start_soon(answer, 2)
+            private = await adapter.request("plain/request", b"x", qos=1, timeout=0.5)
+            given = await adapter.request(
+                "plain/request", b"x", qos=1, timeout=0.5, response_topic="plain/response"
+            )
+        assert private.message is None and given.message is None
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_retained_message_on_the_response_topic_is_never_the_reply(
+    broker: Mosquitto, protocol: str
+) -> None:
+    """A retained message is an old value the broker replays on SUBSCRIBE, never the answer to a
+    request sent after it, even when it carries the very correlation data (the probe's stale reply)."""
+    topic = f"stale/{protocol}/response"
+    async with running(settings(broker, protocol=protocol)) as adapter, raw_client(broker) as device:
+        await device.publish(topic, b"stale", qos=1, retain=True)
+        try:
+            reply = await adapter.request("stale/request", b"x", qos=1, timeout=0.5, response_topic=topic)
+            assert reply.message is None
+        finally:
+            await device.publish(topic, b"", qos=1, retain=True)
+
+
+async def test_one_message_answers_at_most_one_query(broker: Mosquitto) -> None:
+    """Two queries wait on one response topic; one injected message without correlation data answers
+    neither, and a reply carrying the first query's correlation data answers the first alone."""
+    async with (
+        running(settings(broker)) as adapter,
+        raw_client(broker) as device,
+        anyio.create_task_group() as tg,
+    ):
+        await device.subscribe("shared/request", qos=1)
+        replies: dict[str, object] = {}
+
+        async def ask(name: str, timeout: float) -> None:
+            replies[name] = await adapter.request(
+                "shared/request", name.encode(), qos=1, timeout=timeout, response_topic="shared/response"
+            )
+
+        tg.start_soon(ask, "first", 5)
+        tg.start_soon(ask, "second", 1.5)
+        requests = aiter(device.messages)
+        first = await anext(requests)
+        second = await anext(requests)
+        if first.payload == b"second":
+            first, second = second, first
+        assert first.properties is not None
+        await device.publish("shared/response", b"injected", qos=1, properties=reply_properties(None))
+        await device.publish(
+            "shared/response",
+            b"for the first",
+            qos=1,
+            properties=reply_properties(first.properties.CorrelationData),
+        )
+    answered = {name: reply.message.payload if reply.message else None for name, reply in replies.items()}  # type: ignore[attr-defined]
+    assert answered == {"first": b"for the first", "second": None}
 
 
 # ---- connection loss ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from mcpmqtt.mqtt.connection import Connection
 from mcpmqtt.mqtt.inbox import Inbox, Sink
 from mcpmqtt.mqtt.properties import PublishProperties
 from mcpmqtt.mqtt.received import Received
-from mcpmqtt.mqtt.replies import Reply, ReplyRouter, correlates, wait_until
+from mcpmqtt.mqtt.replies import Reply, ReplyRouter, reply_check, wait_until
 from mcpmqtt.mqtt.routing import Routing, Subscription
 from mcpmqtt.mqtt.settings import BrokerSettings
 from mcpmqtt.rules.topics import filter_problem, name_problem
@@ -245,10 +245,10 @@ class Broker:
         deadline = time.monotonic() + timeout
         correlation_id = uuid.uuid4().hex
         correlation = correlation_id.encode()
-        ours = correlates(correlation)
+        is_reply = reply_check(correlation, v5=self._connection.v5)
 
         def accepted(message: Received) -> bool:
-            return ours(message) and (accept is None or accept(message))
+            return is_reply(message) and (accept is None or accept(message))
 
         inbox = Inbox(1, accepted)
         self.check_reply_route(response_topic)

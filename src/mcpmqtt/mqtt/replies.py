@@ -29,12 +29,23 @@ class Reply:
     message: Received | None
 
 
-def correlates(correlation: bytes) -> Callable[[Received], bool]:
-    """A reply is ours unless it carries different correlation data (devices that echo none still work)."""
+def reply_check(correlation: bytes, *, v5: bool) -> Callable[[Received], bool]:
+    """Whether a message on the reply topic answers the request that sent `correlation`.
+
+    A retained message never does: the broker replays it on SUBSCRIBE, before the request went out.
+    On MQTT 5 a reply carries the request's correlation data (the spec asks a responder to echo it);
+    a message without it, or with another, could come from anyone who may publish on the reply
+    topic, and would answer every query waiting there. MQTT 3.1.1 has no correlation data: there
+    the first non-retained message on the response topic is the reply (docs/tools.md says so).
+    """
 
     def accept(message: Received) -> bool:
+        if message.retain:
+            return False
+        if not v5:
+            return True
         data = message.properties.correlation_data if message.properties else None
-        return data is None or data == correlation
+        return data is not None and data == correlation
 
     return accept
 

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
@@ -30,6 +31,7 @@ from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
 from mcpmqtt.server.notifier import Notifier
 from mcpmqtt.server.prompts import register_prompts
+from mcpmqtt.server.replays import REQUEST_STATE_TTL, SingleUseRequestState
 from mcpmqtt.server.resources import register_resources
 from mcpmqtt.server.results import error_result
 from mcpmqtt.server.tools import register_tools
@@ -216,7 +218,11 @@ def build_server(
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
     state = (
-        LiveState(live.max_topics, live.max_payload_bytes, notifier.topic_changed) if live.enabled else None
+        LiveState(
+            live.max_topics, live.max_payload_bytes, notifier.topic_changed, config.mqtt.reply_topic_prefix
+        )
+        if live.enabled
+        else None
     )
 
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
@@ -255,7 +261,10 @@ def build_server(
         version=__version__,
         lifespan=lifespan,
         subscriptions=bus,
+        request_state_security=RequestStateSecurity.ephemeral(ttl=REQUEST_STATE_TTL),
     )
+    # Outermost, so that it sees the sealed state as the client sent it: one answer, one publish.
+    server.middleware.insert(0, SingleUseRequestState(REQUEST_STATE_TTL))
     register_tools(server, runtime)
     register_resources(server, runtime)
     register_prompts(server, runtime)
