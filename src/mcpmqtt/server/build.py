@@ -1,7 +1,8 @@
 """The MCP server: its identity, its lifespan (the broker connection), and the one boundary every tool
 call passes, where typed errors become the contract's error results and the audit log gets its record.
 
-The tools live in tools.py and live.py, the resources in resources.py; this module wires them to one
+The tools live in tools.py, live.py and watches.py, the resources in resources.py, the subscription
+handlers in subscribe.py; this module wires them to one
 Runtime (config, allowlist, broker).
 """
 
@@ -31,7 +32,10 @@ from mcpmqtt.server.notifier import Notifier
 from mcpmqtt.server.prompts import register_prompts
 from mcpmqtt.server.resources import register_resources
 from mcpmqtt.server.results import error_result
+from mcpmqtt.server.subscribe import SubscribeGate
 from mcpmqtt.server.tools import register_tools
+from mcpmqtt.server.watch_state import WatchBook
+from mcpmqtt.server.watches import register_watches
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,13 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
         LiveState(live.max_topics, live.max_payload_bytes, notifier.topic_changed) if live.enabled else None
     )
 
+    gate = SubscribeGate(notifier)
+    watches = (
+        WatchBook(runtime.broker, config.watches, notifier.resource_changed, notifier.forget)
+        if config.watches.enabled
+        else None
+    )
+
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
 
     @asynccontextmanager
@@ -164,6 +175,8 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
             # Shielded: on Ctrl-C this runs inside a cancelled scope, and an interrupted stop would
             # drop the connection without its DISCONNECT. stop() bounds its own waits.
             with anyio.CancelScope(shield=True):
+                if watches is not None:
+                    await watches.close()
                 await runtime.broker.stop(task)
                 if audit is not None:  # write out the queued records; close() bounds its wait too
                     await asyncio.to_thread(audit.close)
@@ -182,5 +195,8 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     register_resources(server, runtime)
     register_prompts(server, runtime)
     if state is not None:
-        register_live(server, runtime, state, notifier)
+        register_live(server, runtime, state, gate)
+    if watches is not None:
+        register_watches(server, runtime, watches, gate)
+    gate.register(server)
     return server
