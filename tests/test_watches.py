@@ -81,7 +81,7 @@ async def test_a_watch_fires_on_its_condition_and_is_polled_and_ended(served: Se
     made = await watch(
         served.client, f"{ROOT}/+/temperature", condition={"field": "/t", "op": ">", "value": 25}
     )
-    assert made["topic"] == f"{ROOT}/+/temperature" and made["condition"] == "/t > 25.0"
+    assert made["topic"] == f"{ROOT}/+/temperature" and made["condition"] == "/t > 25"
     assert made["resource"] == f"mcpmqtt://watch/{made['watch_id']}" and made["expires_at"].endswith("Z")
     await publish(
         served.broker, (topic, '{"t": 20}'), (topic, '{"t": 26}'), (topic, "not json"), (topic, '{"t": 30}')

@@ -2,8 +2,7 @@
 call passes, where typed errors become the contract's error results and the audit log gets its record.
 
 The tools live in tools.py, live.py and watches.py, the resources in resources.py, the subscription
-handlers in subscribe.py; this module wires them to one
-Runtime (config, allowlist, broker).
+handlers in subscribe.py; this module wires them to one Runtime (config, allowlist, broker).
 """
 
 import asyncio
@@ -48,6 +47,8 @@ To read you need ONE read pattern that covers your whole filter: with read acces
 subscribe to sensors/+ or sensors/kitchen, not sensors/#.
 Use mqtt_read for the current value of one topic (retained values arrive at once), mqtt_subscribe
 to collect several messages over time, mqtt_publish to send, and mqtt_query for request/response.
+To wait longer than about 20 seconds for something, use mqtt_watch and collect its matches with
+short mqtt_poll calls: hosts give up on long tool calls.
 {UNTRUSTED}"""
 
 

@@ -78,7 +78,7 @@ class WatchCondition(BaseModel):
         "looks for text in a string or an element in a list; changed fires when a topic's value "
         "differs from its previous one."
     )
-    value: float | str | bool | None = Field(
+    value: int | float | str | bool | None = Field(
         default=None, description="What to compare with; leave it out for changed."
     )
 
