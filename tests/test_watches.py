@@ -2,9 +2,11 @@
 cursor, the bounded buffer, expiry, retained values as the baseline, the watch resource and its
 notifications, bad input, and the isolation of two callers (two API keys, two HTTP sessions)."""
 
+import asyncio
 import json
 import pathlib
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,10 @@ from mcp_client import MODES, connect, error_text, structured
 from mosquitto import Mosquitto
 from server_config import unique_root, write_full_config
 
-from mcpmqtt.config import apikeys
+from mcpmqtt.config import WatchSettings, apikeys
+from mcpmqtt.mqtt import Broker, BrokerSettings
+from mcpmqtt.rules.policy import Allowlist, Rule
+from mcpmqtt.server.watch_state import WatchBook
 
 pytestmark = [
     pytest.mark.anyio,
@@ -375,3 +380,26 @@ async def test_two_http_sessions_without_keys_see_only_their_own_watches(
         server.wait_ready()
         async with http_client(server.url, mode="legacy") as a, http_client(server.url, mode="legacy") as b:
             await assert_isolated(a, b, broker, "sessions")
+
+
+# ---- the book of watches on its own --------------------------------------------------------------
+
+
+async def test_expired_watches_kept_for_a_last_poll_are_bounded_per_owner(broker: Mosquitto) -> None:
+    adapter = Broker(BrokerSettings(broker.host, broker.port, f"watch-book-{uuid.uuid4().hex[:6]}"))
+    task = asyncio.create_task(adapter.run())
+    book = WatchBook(adapter, WatchSettings(max_watches=2), lambda uri: None, lambda uri: None)
+    allowlist = Allowlist([Rule(f"{ROOT}/#", frozenset({"read"}))])
+    try:
+        for i in range(5):
+            watch = await book.start("me", f"{ROOT}/book{i}", None, allowlist, ttl=0.05)
+            await watch.wait(0, 5)  # ends when the watch expires
+            assert watch.expired
+        live = await book.start("me", f"{ROOT}/live", None, allowlist, ttl=60)
+        assert len(book) == 3  # two expired ones kept for a last poll (max_watches), not five, and one live
+        other = await book.start("someone else", f"{ROOT}/other", None, allowlist, ttl=60)
+        assert len(book) == 4 and book.get("someone else", other.watch_id) is other
+        assert book.get("me", live.watch_id) is live
+    finally:
+        await book.close()
+        await adapter.stop(task)

@@ -175,6 +175,7 @@ class WatchBook:
                 f"you hold {held} watches, the most watches.max_watches allows; end one with "
                 "mqtt_unwatch (or let one expire) first"
             )
+        self._drop_expired(owner)
         watch = Watch(
             secrets.token_urlsafe(12), owner, topic, condition, allowlist, ttl, self.settings, self._on_match
         )
@@ -207,7 +208,15 @@ class WatchBook:
             if not subscribed.done():
                 subscribed.cancel()
         if not watch.ended.is_set():  # expired: kept a while for a last poll
+            self._drop_expired(watch.owner)
             asyncio.get_running_loop().call_later(KEPT_AFTER_EXPIRY, self._forget, watch)
+
+    def _drop_expired(self, owner: str) -> None:
+        """Keep at most max_watches expired watches per owner (the oldest go first), so that making
+        short-lived watches in a loop cannot pile up the ones waiting for a last poll."""
+        expired = [w for w in self._watches.values() if w.owner == owner and w.expired]
+        for watch in expired[: max(0, len(expired) - self.settings.max_watches)]:
+            del self._watches[watch.watch_id]
 
     def _forget(self, watch: Watch) -> None:
         if self._watches.get(watch.watch_id) is watch:
