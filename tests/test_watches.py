@@ -18,7 +18,7 @@ from devices import raw_client
 from http_server import ServerProcess, config_for, http_client
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
-from mcp_client import MODES, connect, error_text, structured
+from mcp_client import MODES, connect, error_text, structured, wait_for_log
 from mosquitto import Mosquitto
 from server_config import unique_root, write_full_config
 
@@ -403,3 +403,19 @@ async def test_expired_watches_kept_for_a_last_poll_are_bounded_per_owner(broker
     finally:
         await book.close()
         await adapter.stop(task)
+
+
+async def test_a_watch_keeps_its_subscription_across_a_broker_restart(
+    fresh_broker: Mosquitto, tmp_path: pathlib.Path
+) -> None:
+    config = write_full_config(tmp_path, fresh_broker, TOPICS)
+    client_id = json.loads(config.read_text())["mqtt"]["client_id"]
+    topic = f"{ROOT}/restart/state"
+    async with connect(config, "auto") as client:
+        made = await watch(client, topic, condition={"op": "==", "value": "finished"})
+        await wait_for_log(fresh_broker, client_id, "subscribe", topic)
+        await anyio.to_thread.run_sync(fresh_broker.restart, 0.5)
+        await wait_for_log(fresh_broker, client_id, "subscribe", topic, 2)  # restored on the new connection
+        await publish(fresh_broker, (topic, "printing"), (topic, "finished"))
+        got = await poll(client, made["watch_id"], wait=10)
+        assert payloads(got) == ["finished"] and got["expired"] is False
