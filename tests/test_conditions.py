@@ -92,6 +92,7 @@ def matches(payload: bytes | str, op: str, value: Any = None, field: str | None 
         ('{"tags": {"b": 1}}', "contains", "b", "/tags", False),
         (b"\xff\xfe", "==", "x", None, False),  # binary payload: no text to compare, no error
         ("nan", ">", 1, None, False),
+        ('{"t": 1' + "0" * 400 + "}", ">", 1, "/t", False),  # too large for a float: no match, no error
     ],
 )
 def test_condition_ops(payload: str, op: str, value: Any, field: str | None, expected: bool) -> None:

@@ -35,12 +35,15 @@ _MAX_BASELINES = 10_000  # topics whose last value `changed` remembers; the olde
 
 
 def as_number(value: Any) -> float | None:
-    """`value` as a finite number if it is one or reads as one; booleans are not numbers."""
+    """`value` as a finite float if it is a number or reads as one; booleans are not numbers."""
     if isinstance(value, bool):
         return None
     if not (isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value))):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float (JSON allows any number of digits)
+        return None
     return number if math.isfinite(number) else None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections import deque
@@ -26,6 +27,8 @@ from mcpmqtt.errors import InvalidArgument
 from mcpmqtt.mqtt import Broker, Received
 from mcpmqtt.rules.conditions import Condition, Evaluator
 from mcpmqtt.rules.policy import Allowlist
+
+log = logging.getLogger(__name__)
 
 WATCH_PREFIX = "mcpmqtt://watch/"
 WATCH_TEMPLATE = WATCH_PREFIX + "{watch_id}"
@@ -90,10 +93,14 @@ class Watch:
     def offer(self, message: Received) -> None:
         if self.expired or not self._allowlist.readable(message.topic):
             return
-        if message.retain:  # replayed at subscribe: the current value, not news
-            self._evaluator.baseline(message.topic, message.payload)
-            return
-        if not self._evaluator.matches(message.topic, message.payload):
+        try:
+            if message.retain:  # replayed at subscribe: the current value, not news
+                self._evaluator.baseline(message.topic, message.payload)
+                return
+            if not self._evaluator.matches(message.topic, message.payload):
+                return
+        except Exception:  # a payload no test foresaw must not cost every agent the connection
+            log.exception("watch %s could not judge a message on %r; skipped", self.watch_id, message.topic)
             return
         self._last += 1
         self._buffer.append((self._last, message))
