@@ -380,6 +380,11 @@ async def test_two_http_sessions_without_keys_see_only_their_own_watches(
         server.wait_ready()
         async with http_client(server.url, mode="legacy") as a, http_client(server.url, mode="legacy") as b:
             await assert_isolated(a, b, broker, "sessions")
+        # Sessionless (2026-07-28) clients without authentication are one caller, as documented: on a
+        # loopback server without keys, each of them could do everything the other can anyway.
+        async with http_client(server.url) as a, http_client(server.url) as b:
+            made = await watch(a, f"{ROOT}/sessionless/state")
+            assert (await poll(b, made["watch_id"], wait=0))["messages"] == []
 
 
 # ---- the book of watches on its own --------------------------------------------------------------
