@@ -325,6 +325,13 @@ async def test_watches_can_be_switched_off(broker: Mosquitto, tmp_path: pathlib.
     async with connect(config, "auto") as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert not names & {"mqtt_watch", "mqtt_poll", "mqtt_unwatch"}
+        assert "mqtt_watch" not in (client.instructions or "")
+
+
+async def test_the_instructions_steer_long_waits_to_watches(served: Served) -> None:
+    assert "longer than about 20 seconds" in (served.client.instructions or "")
+    tools = {t.name: t for t in (await served.client.list_tools()).tools}
+    assert "more than about 20 seconds" in (tools["mqtt_watch"].description or "")
 
 
 # ---- two callers over HTTP ------------------------------------------------------------------------

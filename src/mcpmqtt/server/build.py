@@ -47,9 +47,10 @@ To read you need ONE read pattern that covers your whole filter: with read acces
 subscribe to sensors/+ or sensors/kitchen, not sensors/#.
 Use mqtt_read for the current value of one topic (retained values arrive at once), mqtt_subscribe
 to collect several messages over time, mqtt_publish to send, and mqtt_query for request/response.
-To wait longer than about 20 seconds for something, use mqtt_watch and collect its matches with
-short mqtt_poll calls: hosts give up on long tool calls.
 {UNTRUSTED}"""
+WATCH_INSTRUCTIONS = """
+To wait longer than about 20 seconds for something, use mqtt_watch and collect its matches with
+short mqtt_poll calls: hosts give up on long tool calls."""
 
 
 def _describe_validation(error: ValidationError) -> str:
@@ -187,7 +188,7 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
         audit,
         name="mcpmqtt",
         title="MQTT for agents",
-        instructions=INSTRUCTIONS,
+        instructions=INSTRUCTIONS + (WATCH_INSTRUCTIONS if watches is not None else ""),
         version=__version__,
         lifespan=lifespan,
         subscriptions=bus,
