@@ -16,7 +16,17 @@ from mcp_types import CallToolResult
 from mosquitto import Mosquitto
 
 TOOLS = frozenset(
-    {"mqtt_publish", "mqtt_subscribe", "mqtt_read", "mqtt_query", "mqtt_list_topics", "mqtt_last"}
+    {
+        "mqtt_publish",
+        "mqtt_subscribe",
+        "mqtt_read",
+        "mqtt_query",
+        "mqtt_list_topics",
+        "mqtt_last",
+        "mqtt_watch",
+        "mqtt_poll",
+        "mqtt_unwatch",
+    }
 )
 """The tools a server with the default config offers (live state on)."""
 

@@ -27,6 +27,7 @@ from mosquitto import Mosquitto
 from node import INSPECTOR, node, npx
 from support import free_port
 
+from mcpmqtt.demo import devices
 from mcpmqtt.demo.config import DEMO_TOPICS, demo_config
 from mcpmqtt.demo.devices import Printer, Sensor, parse_request, run_devices
 from mcpmqtt.demo.tour import STEPS
@@ -338,7 +339,7 @@ def test_demo_refuses_what_it_cannot_do_before_starting_anything(
 def test_demo_allowlist_is_the_articles_plus_the_light_state() -> None:
     original = {t["pattern"]: t["permissions"] for t in json.loads(ORIGINAL.read_text())["topics"]}
     demo = {t.pattern: t.permissions for t in DEMO_TOPICS}
-    assert demo == {**original, "status/lights/+": ["read"]}
+    assert demo == {**original, "status/lights/+": ["read"], "status/printer": ["read"]}
 
 
 def test_printer_answers_each_command_with_its_state() -> None:
@@ -369,6 +370,25 @@ async def test_the_device_request_prompts_example_is_a_request_the_printer_under
     example = re.search(r"e\.g\. (\{.*\})", command.description or "")
     assert example is not None, command.description
     assert Printer().handle(parse_request(example[1].encode()))["ok"] is True
+
+
+def test_a_print_job_finishes_and_the_next_one_starts_after_a_pause() -> None:
+    printer = Printer()
+    printer._updated -= 100 / devices.PRINT_SPEED  # a job's time has passed
+    assert printer.report()["state"] == "finished"
+    assert printer.report()["state"] == "finished"  # it stands finished a while
+    assert printer._finished_at is not None
+    printer._finished_at -= devices.NEXT_JOB_AFTER
+    started = printer.report()
+    assert (started["state"], started["progress_percent"]) == ("printing", 0.0)
+    assert started["job"] == devices.JOBS[0]
+
+
+def test_a_sensor_swings_slowly_around_its_normal() -> None:
+    sensor = Sensor("sensors/x/temperature", "°C", 21.5, 0.0, swing=2.0, period=600.0)
+    sensor._started -= 150  # a quarter period: the target is normal + swing
+    values = [sensor.read()["value"] for _ in range(100)]
+    assert 23.3 < values[-1] < 23.7
 
 
 def test_sensor_values_drift_but_stay_plausible() -> None:

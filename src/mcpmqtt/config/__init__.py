@@ -22,6 +22,7 @@ from mcpmqtt.config.models import (
     PromptArgumentEntry,
     PromptEntry,
     TopicEntry,
+    WatchSettings,
 )
 from mcpmqtt.errors import ConfigError
 
@@ -39,6 +40,7 @@ __all__ = [
     "PromptArgumentEntry",
     "PromptEntry",
     "TopicEntry",
+    "WatchSettings",
     "default_config_path",
     "load_config",
     "parse_config",

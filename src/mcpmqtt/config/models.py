@@ -20,9 +20,10 @@ from pydantic import Field, field_validator, model_validator
 from mcpmqtt.config.base import Model
 from mcpmqtt.config.http import HttpSettings
 from mcpmqtt.config.templates import BUILTIN_PROMPTS, placeholders
-from mcpmqtt.errors import ConfigError
+from mcpmqtt.errors import ConfigError, InvalidArgument
 from mcpmqtt.rules.guardrails import Guardrail, Guardrails, parse_rate, schema_problem
 from mcpmqtt.rules.policy import Allowlist, Rule
+from mcpmqtt.rules.spans import parse_span
 from mcpmqtt.rules.topics import filter_problem, name_problem, overlaps, split_shared
 
 REPLY_TOPICS = (
@@ -298,6 +299,38 @@ class LiveStateSettings(Model):
     )
 
 
+class WatchSettings(Model):
+    """Watches (mqtt_watch, mqtt_poll, mqtt_unwatch): bounds per caller, so one agent cannot exhaust them."""
+
+    enabled: bool = True
+    max_watches: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=20, description="Watches one caller (session, API key or token client) may hold at once."
+    )
+    buffer_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=100,
+        description="Matches one watch keeps until polled; past it the oldest is dropped and counted.",
+    )
+    max_buffer_bytes: Annotated[int, Field(ge=1, le=268_435_455)] = Field(
+        default=1_048_576, description="Payload bytes one watch keeps at most; past it the oldest is dropped."
+    )
+    max_ttl: str = Field(
+        default="24h", description='The longest ttl a watch may ask for, as a span: "30m", "24h", "7d".'
+    )
+
+    @field_validator("max_ttl")
+    @classmethod
+    def _ttl_parses(cls, value: str) -> str:
+        try:
+            parse_span(value)
+        except InvalidArgument as exc:  # a config error, not a tool's: no contract prefix
+            raise ValueError(exc.detail) from None
+        return value
+
+    @property
+    def max_ttl_seconds(self) -> float:
+        return parse_span(self.max_ttl)
+
+
 class AuditSettings(Model):
     """The audit log: one JSON line per tool call, for the people responsible for the devices."""
 
@@ -353,6 +386,7 @@ class Config(Model):
     logging: LoggingSettings = LoggingSettings()
     limits: Limits = Limits()
     live_state: LiveStateSettings = LiveStateSettings()
+    watches: WatchSettings = WatchSettings()
     audit: AuditSettings | None = None
     prompts: list[PromptEntry] = Field(default_factory=list)
     http: HttpSettings = HttpSettings()

@@ -1,8 +1,10 @@
-"""The demo's config: the allowlist of the article that introduced mcpMQTT, plus the lights' state.
+"""The demo's config: the allowlist of the article that introduced mcpMQTT, plus the lights' and the
+printer's state.
 
 Permissions are the article's, pattern for pattern; the descriptions add what the simulated devices
-actually do, since a model picks topics and payloads from them. One entry is new: `status/lights/+`,
-so that an agent can see that switching a light worked.
+actually do, since a model picks topics and payloads from them. Two entries are new: `status/lights/+`,
+so that an agent can see that switching a light worked, and `status/printer`, so that it can watch a
+print job finish.
 """
 
 from mcpmqtt.config import Config, MqttSettings, TopicEntry
@@ -37,6 +39,14 @@ DEMO_TOPICS = (
         permissions=["read"],
         description="The current state of the light in a room, retained: JSON like "
         '{"room": "exampleroom1", "state": "on"}. Read it after switching a light to check it worked.',
+    ),
+    TopicEntry(
+        pattern="status/printer",
+        permissions=["read"],
+        description="The 3D printer's state, retained, sent every 2 seconds and after every request: "
+        'JSON like {"state": "printing", "job": "benchy.gcode", "progress_percent": 64.0, ...}; state is '
+        "printing, paused or finished. To learn when a job finishes, mqtt_watch this topic with the "
+        'condition {"field": "/state", "op": "==", "value": "finished"}.',
     ),
     TopicEntry(
         pattern="status/system",

@@ -31,32 +31,47 @@ STATUS_INTERVAL = 10.0
 PRINTER_REQUESTS = "commands/printer/request"
 PRINTER_RESPONSES = "commands/printer/response"
 """Where the printer answers a request that names no MQTT 5 response topic (all of them on 3.1.1)."""
+PRINTER_STATUS = "status/printer"
+"""The printer's state, retained: sent with the sensors' readings and after every request."""
+PRINT_SPEED = 1.0
+"""Percent of a job per second: a job takes 100 s, so a watch for its end fires within minutes."""
+NEXT_JOB_AFTER = 30.0
+"""Seconds the printer stands finished before it starts the next job of its queue."""
+JOBS = ("calibration_cube.gcode", "benchy.gcode", "phone_stand.gcode")
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Sensor:
-    """A reading that drifts slowly and stays plausible: a random walk pulled back toward `normal`."""
+    """A reading that drifts slowly and stays plausible: a random walk pulled back toward `normal`,
+    which itself swings by `swing` over `period` seconds (a room warming and cooling), so that the
+    history of a few minutes has a shape worth asking about."""
 
     topic: str
     unit: str
     normal: float
     step: float
+    swing: float = 0.0
+    period: float = 600.0
     value: float = field(init=False)
+    _started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.value = self.normal
 
     def read(self) -> dict[str, Any]:
         """The next reading, as the sensor publishes it."""
-        self.value += 0.1 * (self.normal - self.value) + random.gauss(0, self.step)
+        phase = 2 * math.pi * (time.monotonic() - self._started) / self.period
+        target = self.normal + self.swing * math.sin(phase)
+        self.value += 0.1 * (target - self.value) + random.gauss(0, self.step)
         return {"value": round(self.value, 1), "unit": self.unit}
 
 
 @dataclass
 class Printer:
-    """A 3D printer partway through a job: it pauses, resumes, heats its nozzle and reports."""
+    """A 3D printer partway through a job: it pauses, resumes, heats its nozzle and reports. A job
+    finishes a minute or so after the demo starts; half a minute later the next one of its queue begins."""
 
     job: str = "benchy.gcode"
     state: Literal["printing", "paused", "finished"] = "printing"
@@ -64,6 +79,8 @@ class Printer:
     target: float = 210.0
     nozzle: float = 209.6
     _updated: float = field(default_factory=time.monotonic)
+    _finished_at: float | None = None
+    _queue: int = 0
 
     def status(self) -> dict[str, Any]:
         """What the printer reports about itself."""
@@ -97,14 +114,22 @@ class Printer:
             }
         return {"ok": True, **self.status()}
 
+    def report(self) -> dict[str, Any]:
+        """The status as of now, for the retained status topic."""
+        self._advance()
+        return self.status()
+
     def _advance(self) -> None:
         now = time.monotonic()
         elapsed, self._updated = now - self._updated, now
         self.nozzle = self.target + (self.nozzle - self.target) * math.exp(-elapsed / 8)  # heats in ~30 s
         if self.state == "printing":
-            self.progress = min(100.0, self.progress + elapsed * 0.05)
+            self.progress = min(100.0, self.progress + elapsed * PRINT_SPEED)
             if self.progress == 100.0:
-                self.state = "finished"
+                self.state, self._finished_at = "finished", now
+        elif self._finished_at is not None and now - self._finished_at >= NEXT_JOB_AFTER:
+            self.job, self._queue = JOBS[self._queue % len(JOBS)], self._queue + 1
+            self.state, self.progress, self._finished_at = "printing", 0.0, None
 
 
 def parse_request(payload: bytes) -> dict[str, Any]:
@@ -125,9 +150,11 @@ class Devices:
         self.started = time.monotonic()
         self.sensors = [
             sensor
-            for room, temperature, humidity in zip(ROOMS, (21.5, 23.0), (46.0, 52.0), strict=True)
+            for room, temperature, humidity, swing in zip(
+                ROOMS, (21.5, 23.0), (46.0, 52.0), (1.5, 0.8), strict=True
+            )
             for sensor in (
-                Sensor(f"sensors/{room}/temperature", "°C", temperature, 0.1),
+                Sensor(f"sensors/{room}/temperature", "°C", temperature, 0.1, swing=swing),
                 Sensor(f"sensors/{room}/humidity", "%RH", humidity, 0.5),
             )
         ]
@@ -153,13 +180,19 @@ class Devices:
         await client.publish("status/system", _json(self.system_status()), qos=1, retain=True)
         for room in self.lights:
             await self._report_light(client, room)
+        await self._report_printer(client)
 
     async def sense(self, client: aiomqtt.Client) -> None:
-        """Publish every sensor's reading every SENSOR_INTERVAL seconds, not retained, as sensors do."""
+        """Publish every sensor's reading every SENSOR_INTERVAL seconds, not retained, as sensors do,
+        and the printer's status, retained."""
         while True:
             for sensor in self.sensors:
                 await client.publish(sensor.topic, _json(sensor.read()))
+            await self._report_printer(client)
             await anyio.sleep(SENSOR_INTERVAL)
+
+    async def _report_printer(self, client: aiomqtt.Client) -> None:
+        await client.publish(PRINTER_STATUS, _json(self.printer.report()), qos=1, retain=True)
 
     async def report_system(self, client: aiomqtt.Client) -> None:
         """Refresh the retained system status, so that a reader sees a current uptime."""
@@ -200,6 +233,7 @@ class Devices:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation
         await client.publish(reply_to, _json(reply), qos=1, properties=properties)
+        await self._report_printer(client)
 
 
 def _json(data: dict[str, Any]) -> bytes:

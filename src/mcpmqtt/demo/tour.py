@@ -16,7 +16,7 @@ from mcp_types import CallToolResult, TextContent, TextResourceContents
 
 from mcpmqtt.demo.config import DEMO_TOPICS, ROOMS, demo_config
 from mcpmqtt.demo.console import Style
-from mcpmqtt.demo.devices import PRINTER_REQUESTS, PRINTER_RESPONSES
+from mcpmqtt.demo.devices import PRINTER_REQUESTS, PRINTER_RESPONSES, PRINTER_STATUS
 from mcpmqtt.demo.embedded import HOST, BrokerChoice, EmbeddedBroker, ensure_free, free_port
 from mcpmqtt.demo.runner import mcp_url, run_with_broker, running_devices, wait_started
 from mcpmqtt.server.build import build_server
@@ -24,7 +24,7 @@ from mcpmqtt.transports.http import http_server
 
 STEP_TIMEOUT = 15.0
 LIGHT = ROOMS[0]
-PRINTER_STATUS = '{"command": "status"}'
+STATUS_REQUEST = '{"command": "status"}'
 
 
 class StepFailed(Exception):
@@ -105,7 +105,7 @@ async def _switch_a_light(client: Client, broker: EmbeddedBroker) -> list[str]:
 
 
 async def _get_a_prompt(client: Client, broker: EmbeddedBroker) -> list[str]:
-    arguments = {"request_topic": PRINTER_REQUESTS, "command": PRINTER_STATUS}
+    arguments = {"request_topic": PRINTER_REQUESTS, "command": STATUS_REQUEST}
     prompt = await client.get_prompt("device_request", arguments)
     content = prompt.messages[0].content if prompt.messages else None
     if not isinstance(content, TextContent) or "mqtt_query" not in content.text:
@@ -115,7 +115,7 @@ async def _get_a_prompt(client: Client, broker: EmbeddedBroker) -> list[str]:
 
 
 async def _ask_the_printer(client: Client, broker: EmbeddedBroker) -> list[str]:
-    arguments: dict[str, Any] = {"request_topic": PRINTER_REQUESTS, "payload": PRINTER_STATUS}
+    arguments: dict[str, Any] = {"request_topic": PRINTER_REQUESTS, "payload": STATUS_REQUEST}
     if broker.protocol == "3.1.1":
         # No response topic or correlation data in 3.1.1: name the reply topic, carry the id inside.
         arguments["payload"] = '{"command": "status", "correlation_id": "tour-1"}'
@@ -149,6 +149,39 @@ async def _show_a_refusal(client: Client, broker: EmbeddedBroker) -> list[str]:
     return [f"refused, as it should be: {text}"]
 
 
+async def _watch_the_printer(client: Client, broker: EmbeddedBroker) -> list[str]:
+    condition = {"field": "/state", "op": "==", "value": "paused"}
+    made = _result(await client.call_tool("mqtt_watch", {"topic": PRINTER_STATUS, "condition": condition}))
+    lines = [f"mqtt_watch {PRINTER_STATUS} where {made['condition']}: {made['watch_id']}"]
+    try:
+        await client.call_tool("mqtt_publish", {"topic": PRINTER_REQUESTS, "payload": "pause", "qos": 1})
+        polled = _result(await client.call_tool("mqtt_poll", {"watch_id": made["watch_id"], "wait": 10}))
+    finally:
+        await client.call_tool("mqtt_publish", {"topic": PRINTER_REQUESTS, "payload": "resume", "qos": 1})
+        await client.call_tool("mqtt_unwatch", {"watch_id": made["watch_id"]})
+    if not polled["messages"]:
+        raise StepFailed("the watch did not fire within 10 s of pausing the printer")
+    return [
+        *lines,
+        f"mqtt_publish {PRINTER_REQUESTS} pause, then mqtt_poll -> {_show(polled['messages'][0])}",
+        "resumed the printer and ended the watch",
+    ]
+
+
+async def _ask_the_history(client: Client, broker: EmbeddedBroker) -> list[str]:
+    if "mqtt_history" not in {tool.name for tool in (await client.list_tools()).tools}:
+        return ["skipped: this server has no mqtt_history tool"]
+    topic = f"sensors/{ROOMS[0]}/temperature"
+    arguments = {"topic": topic, "since": "5m", "field": "/value", "bucket": "5s"}
+    history = _result(await client.call_tool("mqtt_history", arguments))
+    if not history["buckets"]:
+        raise StepFailed(f"no history of {topic} yet")
+    return [
+        f"{b['start']}: {b['count']} readings, min {b['min']}, max {b['max']}, mean {b['mean']}"
+        for b in history["buckets"][-3:]
+    ]
+
+
 STEPS: list[tuple[str, Step]] = [
     ("read the resource mcpmqtt://topics/allowed", _read_allowlist),
     ("mqtt_read status/system", _read_system_status),
@@ -159,6 +192,8 @@ STEPS: list[tuple[str, Step]] = [
     ("get the prompt device_request for the printer", _get_a_prompt),
     (f"mqtt_query {PRINTER_REQUESTS}: the printer's status", _ask_the_printer),
     (f"mqtt_publish sensors/{ROOMS[0]}/temperature (not allowed)", _show_a_refusal),
+    (f"mqtt_watch {PRINTER_STATUS} until the printer pauses, then mqtt_poll", _watch_the_printer),
+    (f"mqtt_history sensors/{ROOMS[0]}/temperature in 5 s buckets", _ask_the_history),
 ]
 
 

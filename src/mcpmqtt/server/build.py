@@ -1,8 +1,8 @@
 """The MCP server: its identity, its lifespan (the broker connection), and the one boundary every tool
 call passes, where typed errors become the contract's error results and the audit log gets its record.
 
-The tools live in tools.py and live.py, the resources in resources.py; this module wires them to one
-Runtime (config, allowlist, broker).
+The tools live in tools.py, live.py and watches.py, the resources in resources.py, the subscription
+handlers in subscribe.py; this module wires them to one Runtime (config, allowlist, broker).
 """
 
 import asyncio
@@ -34,7 +34,10 @@ from mcpmqtt.server.prompts import register_prompts
 from mcpmqtt.server.replays import REQUEST_STATE_TTL, SingleUseRequestState
 from mcpmqtt.server.resources import register_resources
 from mcpmqtt.server.results import error_result
+from mcpmqtt.server.subscribe import SubscribeGate
 from mcpmqtt.server.tools import register_tools
+from mcpmqtt.server.watch_state import WatchBook
+from mcpmqtt.server.watches import register_watches
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,9 @@ subscribe to sensors/+ or sensors/kitchen, not sensors/#.
 Use mqtt_read for the current value of one topic (retained values arrive at once), mqtt_subscribe
 to collect several messages over time, mqtt_publish to send, and mqtt_query for request/response.
 {UNTRUSTED}"""
+WATCH_INSTRUCTIONS = """
+To wait longer than about 20 seconds for something, use mqtt_watch and collect its matches with
+short mqtt_poll calls: hosts give up on long tool calls."""
 
 
 def _describe_validation(error: ValidationError) -> str:
@@ -225,6 +231,13 @@ def build_server(
         else None
     )
 
+    gate = SubscribeGate(notifier)
+    watches = (
+        WatchBook(runtime.broker, config.watches, notifier.resource_changed, notifier.forget)
+        if config.watches.enabled
+        else None
+    )
+
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
 
     @asynccontextmanager
@@ -241,6 +254,8 @@ def build_server(
             # Shielded: on Ctrl-C this runs inside a cancelled scope, and an interrupted stop would
             # drop the connection without its DISCONNECT. stop() bounds its own waits.
             with anyio.CancelScope(shield=True):
+                if watches is not None:
+                    await watches.close()
                 await runtime.broker.stop(task)
                 if audit is not None:  # write out the queued records; close() bounds its wait too
                     await asyncio.to_thread(audit.close)
@@ -257,7 +272,7 @@ def build_server(
         on_tool_call,
         name="mcpmqtt",
         title="MQTT for agents",
-        instructions=INSTRUCTIONS,
+        instructions=INSTRUCTIONS + (WATCH_INSTRUCTIONS if watches is not None else ""),
         version=__version__,
         lifespan=lifespan,
         subscriptions=bus,
@@ -269,5 +284,8 @@ def build_server(
     register_resources(server, runtime)
     register_prompts(server, runtime)
     if state is not None:
-        register_live(server, runtime, state, notifier)
+        register_live(server, runtime, state, gate)
+    if watches is not None:
+        register_watches(server, runtime, watches, gate)
+    gate.register(server)
     return server

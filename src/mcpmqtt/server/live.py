@@ -10,33 +10,24 @@
 
 import json
 import time
-import weakref
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.server.subscriptions import ListenHandler
-from mcp.shared.exceptions import MCPError
 from mcp_types import (
-    INVALID_PARAMS,
     CallToolResult,
     Completion,
     CompletionArgument,
     CompletionContext,
-    EmptyResult,
     ListResourcesResult,
     PaginatedRequestParams,
     PromptReference,
     Resource,
     ResourceTemplateReference,
-    SubscribeRequestParams,
-    SubscriptionsListenRequestParams,
-    SubscriptionsListenResult,
-    UnsubscribeRequestParams,
 )
 from pydantic import Field
 
-from mcpmqtt.errors import InvalidArgument, InvalidTopic, McpMqttError
+from mcpmqtt.errors import InvalidTopic, McpMqttError
 from mcpmqtt.rules.payloads import decode_payload
 from mcpmqtt.rules.topics import covers, filter_problem, matches, name_problem, split_shared
 from mcpmqtt.server import sdk_compat
@@ -44,8 +35,9 @@ from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.labels import UNTRUSTED, labelled
 from mcpmqtt.server.live_state import LiveState, TopicState
 from mcpmqtt.server.messages import to_message
-from mcpmqtt.server.notifier import TOPIC_TEMPLATE, Notifier, topic_of, topic_uri
+from mcpmqtt.server.notifier import TOPIC_PREFIX, TOPIC_TEMPLATE, topic_of, topic_uri
 from mcpmqtt.server.results import LastResult, ListTopicsResult, TopicSummary, ok_result
+from mcpmqtt.server.subscribe import SubscribeGate
 
 _PREVIEW_CHARS = 80
 _MAX_LISTED_RESOURCES = 1000
@@ -123,11 +115,11 @@ def _listed(entry: TopicState, now: float) -> str:
     )
 
 
-def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, notifier: Notifier) -> None:
-    """Add the live-state tools, the topic resources, completion and resource subscriptions."""
+def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, gate: SubscribeGate) -> None:
+    """Add the live-state tools, the topic resources, completion, and the guard of topic subscriptions."""
     followed = followed_patterns(runtime)
-    lowlevel = sdk_compat.lowlevel(server)  # the SDK's MCPServer registers neither resources/subscribe
-    # nor our own resources/list; both go on the low-level server it wraps.
+    lowlevel = sdk_compat.lowlevel(server)  # the SDK's MCPServer does not let us write our own
+    # resources/list; it goes on the low-level server it wraps.
 
     def kept(topic: str) -> bool:
         return any(matches(pattern, topic) for pattern in followed)
@@ -192,16 +184,10 @@ def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, no
             note=note,
         )
 
-    def readable_or_refuse(uri: str) -> str:
-        """The topic of a readable topic URI; a protocol error naming the rule otherwise."""
-        topic = topic_of(uri)
-        try:
-            if topic is None:
-                raise InvalidArgument(f"{uri} is not a topic resource ({TOPIC_TEMPLATE})")
-            _check_readable(runtime, topic)
-        except McpMqttError as exc:
-            raise MCPError(INVALID_PARAMS, str(exc)) from None
-        return topic
+    def check_topic_uri(uri: str, ctx: Any) -> None:
+        _check_readable(runtime, topic_of(uri) or "")  # the gate calls it for topic URIs only
+
+    gate.guard(TOPIC_PREFIX, TOPIC_TEMPLATE, check_topic_uri)
 
     @server.resource(
         TOPIC_TEMPLATE,
@@ -251,27 +237,5 @@ def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, no
         ][:_MAX_LISTED_RESOURCES]
         return ListResourcesResult(resources=[*await server.list_resources(), *topics])
 
-    async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
-        uri = params.uri
-        readable_or_refuse(uri)
-        notifier.legacy.setdefault(uri, weakref.WeakSet()).add(sdk_compat.connection_of(ctx))
-        return EmptyResult()
-
-    async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
-        subscribed = notifier.legacy.get(params.uri)
-        if subscribed is not None:
-            subscribed.discard(sdk_compat.connection_of(ctx))
-        return EmptyResult()
-
-    listen = ListenHandler(notifier.bus)
-
-    async def guarded_listen(ctx: Any, params: SubscriptionsListenRequestParams) -> SubscriptionsListenResult:
-        for uri in params.notifications.resource_subscriptions or ():
-            readable_or_refuse(uri)
-        return await listen(ctx, params)
-
     lowlevel.add_request_handler("resources/list", PaginatedRequestParams, list_resources)
-    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
-    lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, guarded_listen)
     sdk_compat.advertise_resource_list_changes(server)

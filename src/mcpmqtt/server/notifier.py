@@ -1,8 +1,9 @@
-"""Topic resources' URIs, and the notifications that tell clients a topic changed, in both protocol eras.
+"""Topic resources' URIs, and the notifications that tell clients a resource (a topic, a watch) changed,
+in both protocol eras.
 
 `resources/subscribe` (2025-11-25) subscribers are kept per URI by connection; `subscriptions/listen`
 (2026-07-28) listeners go through the SDK's subscription bus. Updates are coalesced per topic, so a fast
-topic cannot flood a client, and new topics raise a (coalesced) list-changed notification.
+topic (or watch) cannot flood a client, and new topics raise a (coalesced) list-changed notification.
 """
 
 from __future__ import annotations
@@ -16,24 +17,24 @@ from mcp.server.connection import Connection
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourcesListChanged, ResourceUpdated
 
 TOPIC_TEMPLATE = "mcpmqtt://topic/{+topic}"
-_TOPIC_PREFIX = "mcpmqtt://topic/"
+TOPIC_PREFIX = "mcpmqtt://topic/"
 _LIST_CHANGED_INTERVAL = 5.0
 
 
 def topic_uri(topic: str) -> str:
     """The resource URI of a topic; '?', '%' and the like are escaped, '/' and '$' are kept."""
-    return _TOPIC_PREFIX + urllib.parse.quote(topic, safe="/$!&'()*+,;=:@")
+    return TOPIC_PREFIX + urllib.parse.quote(topic, safe="/$!&'()*+,;=:@")
 
 
 def topic_of(uri: str) -> str | None:
     """The topic a resource URI names, or None if it is not a topic URI."""
-    if not uri.startswith(_TOPIC_PREFIX):
+    if not uri.startswith(TOPIC_PREFIX):
         return None
-    return urllib.parse.unquote(uri[len(_TOPIC_PREFIX) :])
+    return urllib.parse.unquote(uri[len(TOPIC_PREFIX) :])
 
 
 class Notifier:
-    """Sends resource notifications, at most one per topic per interval, to both kinds of clients."""
+    """Sends resource notifications, at most one per resource per interval, to both kinds of clients."""
 
     def __init__(self, bus: InMemorySubscriptionBus, interval: float) -> None:
         self.bus = bus
@@ -47,16 +48,23 @@ class Notifier:
 
     def topic_changed(self, topic: str, is_new: bool) -> None:
         """LiveState's listener: runs on the event loop, on the per-message path."""
-        uri = topic_uri(topic)
+        self.resource_changed(topic_uri(topic))
+        if is_new and not self._list_window:
+            self._list_window = True
+            asyncio.get_running_loop().call_later(_LIST_CHANGED_INTERVAL, self._list_changed)
+
+    def resource_changed(self, uri: str) -> None:
+        """Tell the resource's subscribers it changed, at once or at the end of its window."""
         if uri in self._windows:
             self._windows[uri] = True  # coalesced into the notification at the window's end
         else:
             self._windows[uri] = False
             self._send(self._updated(uri))
             asyncio.get_running_loop().call_later(self.interval, self._window_closed, uri)
-        if is_new and not self._list_window:
-            self._list_window = True
-            asyncio.get_running_loop().call_later(_LIST_CHANGED_INTERVAL, self._list_changed)
+
+    def forget(self, uri: str) -> None:
+        """The resource is gone (a watch ended): drop its handshake-era subscribers."""
+        self.legacy.pop(uri, None)
 
     def _window_closed(self, uri: str) -> None:
         if self._windows.pop(uri, False):  # updates came during the window: tell, and open another

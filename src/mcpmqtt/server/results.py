@@ -122,3 +122,56 @@ class LastResult(_Result):
         default=False, description="True when the payload was longer than the live state keeps."
     )
     note: str | None = Field(default=None, exclude_if=_absent)
+
+
+class WatchResult(_Result):
+    watch_id: str
+    topic: str = Field(description="The filter watched.")
+    condition: str | None = Field(
+        default=None, exclude_if=_absent, description="The condition, as text; absent: every message."
+    )
+    expires_at: str = Field(description="When the watch ends unless ended before, ISO-8601 UTC.")
+    resource: str = Field(
+        description="The watch's resource: subscribe to it to be told when a match arrives."
+    )
+
+
+class PollResult(_Result):
+    watch_id: str
+    messages: list[Message] = Field(description="Matches after the cursor given, oldest first.")
+    cursor: str = Field(description="Pass it to the next mqtt_poll to get only newer matches.")
+    dropped: int = Field(
+        description="Matches lost before these because the watch's buffer was full (poll more often)."
+    )
+    expired: bool = Field(description="True once the watch's ttl passed: it takes no more messages.")
+    pending: int = Field(
+        default=0,
+        exclude_if=_zero,
+        description="Present when more matches wait after these (the result reached "
+        "limits.max_result_bytes): poll again at once with the new cursor.",
+    )
+    messages_omitted: int = Field(
+        default=0,
+        exclude_if=_zero,
+        description="Present when a match was skipped because its payload alone exceeds "
+        "limits.max_result_bytes.",
+    )
+
+
+class UnwatchResult(_Result):
+    watch_id: str
+    discarded: int = Field(
+        description="Matches still buffered, i.e. not yet passed by a cursor given to mqtt_poll."
+    )
+
+
+class WatchView(_Result):
+    """A watch resource's content: the watch and its unread matches, read without consuming them."""
+
+    watch_id: str
+    topic: str
+    condition: str | None = Field(default=None, exclude_if=_absent)
+    expires_at: str
+    expired: bool
+    messages: list[Message] = Field(description="Unread matches (not consumed by reading), oldest first.")
+    messages_omitted: int = Field(default=0, exclude_if=_zero)
