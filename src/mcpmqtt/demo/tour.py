@@ -192,7 +192,7 @@ STEPS: list[tuple[str, Step]] = [
     ("get the prompt device_request for the printer", _get_a_prompt),
     (f"mqtt_query {PRINTER_REQUESTS}: the printer's status", _ask_the_printer),
     (f"mqtt_publish sensors/{ROOMS[0]}/temperature (not allowed)", _show_a_refusal),
-    (f"mqtt_watch {PRINTER_STATUS} until the printer pauses, then mqtt_poll", _watch_the_printer),
+    (f"mqtt_watch {PRINTER_STATUS} until the printer pauses, mqtt_poll, mqtt_unwatch", _watch_the_printer),
     (f"mqtt_history sensors/{ROOMS[0]}/temperature in 5 s buckets", _ask_the_history),
 ]
 
