@@ -274,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     from mcpmqtt.server.build import build_server  # the MCP SDK is heavy; check-config does not need it
 
     transport: Literal["stdio", "http", "sse"] = getattr(args, "transport", "stdio")
-    server = build_server(config)
+    try:
+        server = build_server(config)
+    except ConfigError as exc:  # e.g. a history file that is not a database
+        print(f"mcpmqtt: {exc}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
     if transport == "stdio":
         from mcpmqtt.transports.stdio import serve_stdio
 

@@ -1,0 +1,147 @@
+"""Numbers over time from payloads: JSON Pointers (RFC 6901) into JSON payloads, and time buckets with
+count, min, max, mean and last.
+
+A payload that holds no number where the pointer points (text, a JSON object without that field, a
+string, a boolean, NaN) is counted and skipped by the statistics: devices send odd payloads now and
+then, and one must not spoil an agent's question about the rest. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mcpmqtt.errors import InvalidArgument
+from mcpmqtt.rules.spans import parse_span
+
+Pointer = tuple[str, ...]
+"""A parsed JSON Pointer: its reference tokens, unescaped; () is the whole document."""
+
+MAX_BUCKETS = 10_000
+MIN_BUCKET_SECONDS = 1.0
+_BAD_ESCAPE = re.compile(r"~(?![01])")
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+MISSING = object()
+
+
+def parse_pointer(text: str) -> Pointer:
+    """The tokens of a JSON Pointer ("/temperature", "/sensors/0/value"); InvalidArgument if malformed."""
+    if text == "":
+        return ()
+    if not text.startswith("/"):
+        raise InvalidArgument(
+            f"field {text!r} is not a JSON Pointer (RFC 6901): it starts with '/', as in \"/temperature\" "
+            'or "/sensors/0/value"; leave field out for a payload that is a plain number'
+        )
+    tokens = text[1:].split("/")
+    for token in tokens:
+        if _BAD_ESCAPE.search(token):
+            raise InvalidArgument(
+                f"field {text!r} is not a JSON Pointer (RFC 6901): '~' must be followed by 0 or 1 "
+                "(write ~0 for '~' and ~1 for '/' inside a key)"
+            )
+    # RFC 6901 §4: ~1 first, then ~0, so that "~01" becomes "~1" and not "/".
+    return tuple(token.replace("~1", "/").replace("~0", "~") for token in tokens)
+
+
+def resolve(document: object, pointer: Pointer) -> object:
+    """The value at `pointer` in decoded JSON, or `MISSING` if there is none."""
+    for token in pointer:
+        if isinstance(document, dict):
+            document = document.get(token, MISSING)
+        elif isinstance(document, list) and _INDEX.fullmatch(token) and int(token) < len(document):
+            document = document[int(token)]
+        else:
+            return MISSING
+        if document is MISSING:
+            return MISSING
+    return document
+
+
+def number_in(payload: bytes | bytearray, pointer: Pointer) -> float | None:
+    """The finite number at `pointer` in a JSON payload; None when there is none (never raises)."""
+    try:
+        value = resolve(json.loads(payload), pointer)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8 (UnicodeDecodeError is a ValueError)
+        return None
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is int:  # not bool, whose type is bool
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return None
+
+
+@dataclass(slots=True)
+class Bucket:
+    """The statistics of one time bucket: `count` messages, of which `numbers` held a number."""
+
+    start: float
+    count: int = 0
+    numbers: int = 0
+    total: float = 0.0
+    low: float = math.inf
+    high: float = -math.inf
+    last: float | None = None
+    last_at: float = -math.inf
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.numbers if self.numbers else None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketPlan:
+    """Buckets of `width` seconds aligned to the epoch (a "1m" bucket starts on the minute)."""
+
+    origin: float
+    width: float
+    count: int
+
+    def index(self, moment: float) -> int:
+        return int((moment - self.origin) // self.width)
+
+
+def plan_buckets(bucket: str, since: float, until: float) -> BucketPlan:
+    """Buckets covering since to until (both included); InvalidArgument if narrower than 1 s or more
+    than 10,000."""
+    width = parse_span(bucket)
+    if width < MIN_BUCKET_SECONDS:
+        raise InvalidArgument(f'bucket {bucket!r} is shorter than 1 s; use "1s" or more')
+    origin = math.floor(since / width) * width
+    count = int((until - origin) // width) + 1
+    if count > MAX_BUCKETS:
+        raise InvalidArgument(
+            f"bucket {bucket!r} over this window makes {count:,} buckets, more than {MAX_BUCKETS:,}; "
+            "use a wider bucket or a shorter window (since/until)"
+        )
+    return BucketPlan(origin, width, count)
+
+
+def aggregate(points: Iterable[tuple[float, float | None]], plan: BucketPlan) -> list[Bucket]:
+    """The non-empty buckets, oldest first, of (moment, number or None) points inside the plan."""
+    buckets: dict[int, Bucket] = {}
+    for moment, value in points:
+        index = plan.index(moment)
+        if not 0 <= index < plan.count:
+            continue
+        found = buckets.get(index)
+        if found is None:
+            found = buckets[index] = Bucket(plan.origin + index * plan.width)
+        found.count += 1
+        if value is None:
+            continue
+        found.numbers += 1
+        found.total += value
+        if value < found.low:
+            found.low = value
+        if value > found.high:
+            found.high = value
+        if moment >= found.last_at:
+            found.last, found.last_at = value, moment
+    return [buckets[index] for index in sorted(buckets)]

@@ -1,0 +1,201 @@
+"""The history on disk: a SQLite file (the standard library's) that mirrors the in-memory history, so
+it survives a restart and a `kill -9`.
+
+Nothing touches the file on the per-message path. Every `flush_interval` the loop takes the changes
+from the in-memory `History` (list copies of what arrived, and per topic the number below which
+messages were dropped) and a worker thread writes them in one transaction. WAL mode with
+`synchronous=NORMAL`: a committed transaction survives the process being killed, and SQLite never
+leaves a half-written one, so a crash loses at most what arrived since the last flush and the file
+is never corrupt. (A power cut may also lose the last transactions, not the file.)
+
+Queries are answered from memory, which holds the same messages; the file is read once, at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mcpmqtt.errors import ConfigError
+from mcpmqtt.mqtt import PublishProperties
+from mcpmqtt.server.history_store import Changes, Entry, History
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Stored in the file's `user_version`; a file of another version is refused, not rewritten."""
+
+_SCHEMA = """
+CREATE TABLE message (
+    topic TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    properties TEXT,
+    PRIMARY KEY (topic, seq)
+) WITHOUT ROWID
+"""
+
+
+def _properties_text(props: PublishProperties | None) -> str | None:
+    if props is None:
+        return None
+    return json.dumps(
+        {
+            "content_type": props.content_type,
+            "response_topic": props.response_topic,
+            "correlation_data": props.correlation_data.hex() if props.correlation_data is not None else None,
+            "user_properties": props.user_properties,
+            "message_expiry_interval": props.message_expiry_interval,
+        }
+    )
+
+
+def _properties(text: str | None) -> PublishProperties | None:
+    if text is None:
+        return None
+    data: dict[str, Any] = json.loads(text)
+    correlation = data["correlation_data"]
+    return PublishProperties(
+        content_type=data["content_type"],
+        response_topic=data["response_topic"],
+        correlation_data=bytes.fromhex(correlation) if correlation is not None else None,
+        user_properties=tuple((key, value) for key, value in data["user_properties"]),
+        message_expiry_interval=data["message_expiry_interval"],
+    )
+
+
+class HistoryFile:
+    """One SQLite history file, used by one thread at a time (the loop's worker threads, in turn)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.written = 0
+        """Messages written since the file was opened."""
+        self._failing = False
+        self._db = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        """Open or create the file; ConfigError naming it if it cannot be the history."""
+
+        def refuse(why: str) -> ConfigError:
+            return ConfigError(f"history.path: cannot keep the history in {path}: {why}")
+
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise refuse(f"{exc} (is its folder there and writable?)") from None
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version > SCHEMA_VERSION:
+                raise refuse(
+                    f"it was written by a newer mcpmqtt (history schema {version}, this one knows "
+                    f"{SCHEMA_VERSION}); upgrade, or give another path"
+                )
+            if version == 0 and tables:
+                raise refuse(
+                    "it is a SQLite database of something else (it has tables but no mcpmqtt history); "
+                    "give a path of its own"
+                )
+            # WAL needs write access to the file and its folder: a read-only one fails here, at start-up.
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            if version == 0:
+                with db:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute(_SCHEMA)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            else:  # a read-only file in WAL mode passed the line above without writing: write now
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            hint = {
+                "file is not a database": " (it is not a SQLite file; give another path)",
+                "attempt to write a readonly database": " (make the file and its folder writable)",
+            }.get(str(exc), "")
+            raise refuse(f"{exc}{hint}") from None
+        except ConfigError:
+            db.close()
+            raise
+        return db
+
+    def rows(self) -> Iterator[tuple[str, int, Entry]]:
+        """Every stored message as (topic, seq, entry), in the order they arrived."""
+        query = (
+            "SELECT topic, seq, received_at, payload, qos, retain, properties FROM message "
+            "ORDER BY received_at, topic, seq"
+        )
+        for topic, seq, received_at, payload, qos, retain, props in self._db.execute(query):
+            yield topic, seq, (received_at, payload, qos, bool(retain), _properties(props))
+
+    def write(self, changes: Changes) -> None:
+        """Apply one flush in one transaction (in a worker thread). A failure is logged and the flush's
+        changes are lost from the file (memory keeps them); the next flush tries again."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM message WHERE topic = ? AND seq < ?", changes.trims.items())
+                for topic, start, entries in changes.rows:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO message VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            (topic, start + i, at, payload, qos, retain, _properties_text(props))
+                            for i, (at, payload, qos, retain, props) in enumerate(entries)
+                        ),
+                    )
+            self.written += sum(len(entries) for _, _, entries in changes.rows)
+            if self._failing:
+                log.warning("the history file %s is written again", self.path)
+                self._failing = False
+        except sqlite3.Error as exc:
+            if not self._failing:
+                log.error("cannot write the history file %s: %s; retrying at the next flush", self.path, exc)
+                self._failing = True
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_history_file(history: History, path: Path) -> HistoryFile:
+    """Open the file and refill `history` from it, the bounds applied (at start-up, before serving)."""
+    store = HistoryFile(path.expanduser())
+    started = time.monotonic()
+    history.restore(store.rows())
+    history.expire(time.time())
+    log.info(
+        "history: %d messages of %d topics loaded from %s in %.2f s",
+        history.messages,
+        len(history),
+        store.path,
+        time.monotonic() - started,
+    )
+    return store
+
+
+async def keep_written(history: History, store: HistoryFile, interval: float) -> None:
+    """Flush the history's changes to the file every `interval` seconds, until cancelled; then the
+    caller calls `flush` once more."""
+    while True:
+        await anyio.sleep(interval)
+        await flush(history, store)
+
+
+async def flush(history: History, store: HistoryFile) -> None:
+    """Write what changed since the last flush, in a worker thread."""
+    history.expire(time.time())
+    changes = history.take_changes()
+    if changes:
+        await anyio.to_thread.run_sync(store.write, changes)
