@@ -225,3 +225,10 @@ def test_rate_per_min_slides_over_the_last_five_minutes() -> None:
     # a clock stepping back does not lose the count
     state.count(start)
     assert state.rate_per_min(start + 7 * 60) > 0
+
+
+async def test_subscribe_steers_long_waits_to_watches_and_history(served: Served) -> None:
+    (tool,) = [t for t in (await served.client.list_tools()).tools if t.name == "mqtt_subscribe"]
+    assert tool.description is not None
+    assert "20 s" in tool.description and "mqtt_watch" in tool.description
+    assert "mqtt_history" in tool.description
