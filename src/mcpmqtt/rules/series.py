@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mcpmqtt.errors import InvalidArgument
@@ -94,6 +94,17 @@ class Bucket:
     def mean(self) -> float | None:
         return self.total / self.numbers if self.numbers else None
 
+    def add_numbers(self, values: Sequence[float], last_at: float) -> None:
+        """Fold in `values`, in time order, the last of them received at `last_at`."""
+        if not values:
+            return
+        self.numbers += len(values)
+        self.total += sum(values)
+        self.low = min(self.low, min(values))
+        self.high = max(self.high, max(values))
+        if last_at >= self.last_at:
+            self.last, self.last_at = values[-1], last_at
+
 
 @dataclass(frozen=True, slots=True)
 class BucketPlan:
@@ -126,6 +137,14 @@ def plan_buckets(bucket: str, since: float, until: float) -> BucketPlan:
 def aggregate(points: Iterable[tuple[float, float | None]], plan: BucketPlan) -> list[Bucket]:
     """The non-empty buckets, oldest first, of (moment, number or None) points inside the plan."""
     buckets: dict[int, Bucket] = {}
+    accumulate(buckets, points, plan)
+    return [buckets[index] for index in sorted(buckets)]
+
+
+def accumulate(
+    buckets: dict[int, Bucket], points: Iterable[tuple[float, float | None]], plan: BucketPlan
+) -> None:
+    """Add (moment, number or None) points to `buckets`, keyed by bucket index."""
     for moment, value in points:
         index = plan.index(moment)
         if not 0 <= index < plan.count:
@@ -144,4 +163,3 @@ def aggregate(points: Iterable[tuple[float, float | None]], plan: BucketPlan) ->
             found.high = value
         if moment >= found.last_at:
             found.last, found.last_at = value, moment
-    return [buckets[index] for index in sorted(buckets)]

@@ -9,7 +9,6 @@ never holds up the message path or other calls.
 
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import anyio
@@ -20,10 +19,11 @@ from pydantic import Field
 from mcpmqtt.errors import InvalidArgument
 from mcpmqtt.mqtt import Received
 from mcpmqtt.rules.payloads import iso_utc
-from mcpmqtt.rules.series import BucketPlan, Pointer, aggregate, number_in, parse_pointer, plan_buckets
+from mcpmqtt.rules.series import BucketPlan, Pointer, parse_pointer, plan_buckets
 from mcpmqtt.rules.spans import parse_instant
 from mcpmqtt.rules.topics import covers, matches, split_shared
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.history_series import SeriesCache, bucket_window
 from mcpmqtt.server.history_store import Entry, History, TopicSnapshot
 from mcpmqtt.server.labels import UNTRUSTED, labelled
 from mcpmqtt.server.messages import to_message
@@ -78,15 +78,14 @@ def select_messages(
 
 
 def bucket_numbers(
-    snapshots: list[TopicSnapshot], since: float, until: float, pointer: Pointer, plan: BucketPlan
+    snapshots: list[TopicSnapshot],
+    since: float,
+    until: float,
+    pointer: Pointer,
+    plan: BucketPlan,
+    cache: SeriesCache | None,
 ) -> list[HistoryBucket]:
     """The window's numbers at `pointer`, aggregated per bucket over all the snapshots' topics."""
-
-    def points() -> Iterator[tuple[float, float | None]]:
-        for snapshot in snapshots:
-            for entry in _window(snapshot, since, until):
-                yield entry[0], number_in(entry[1], pointer)
-
     return [
         HistoryBucket(
             start=iso_utc(bucket.start),
@@ -96,12 +95,15 @@ def bucket_numbers(
             mean=bucket.mean,
             last=bucket.last,
         )
-        for bucket in aggregate(points(), plan)
+        for bucket in bucket_window(snapshots, since, until, pointer, plan, cache)
     ]
 
 
 def register_history(server: MCPServer[Any], runtime: Runtime, history: History, followed: list[str]) -> None:
     """Add mqtt_history, answering from `history`, which follows the patterns `followed`."""
+    # Bucketed questions keep the numbers they parsed (server/history_series.py), within a quarter of
+    # the history's own bound.
+    cache = SeriesCache(history.max_bytes // 4)
 
     @server.tool(
         description=HISTORY_DESCRIPTION,
@@ -173,7 +175,7 @@ def register_history(server: MCPServer[Any], runtime: Runtime, history: History,
         else:
             result.field = field or ""
             result.buckets = await anyio.to_thread.run_sync(
-                bucket_numbers, snapshots, kept_from, end, pointer, plan
+                bucket_numbers, snapshots, kept_from, end, pointer, plan, cache
             )
         return ok_result(result)
 

@@ -19,6 +19,7 @@ the last flush, so the file mirrors the memory without anything on the per-messa
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,10 +42,12 @@ _EXPIRE_EVERY = 1024
 class TopicHistory:
     """The kept messages of one topic, oldest first; message number `first_seq + i` is `entries[i]`."""
 
-    __slots__ = ("dirty", "dropped", "entries", "first_seq", "ordered", "stale", "topic", "written")
+    __slots__ = ("dirty", "dropped", "entries", "first_seq", "ordered", "serial", "stale", "topic", "written")
 
-    def __init__(self, topic: str, first_seq: int = 0) -> None:
+    def __init__(self, topic: str, first_seq: int = 0, serial: int = 0) -> None:
         self.topic = topic
+        self.serial = serial
+        """Unique in the process: tells a topic forgotten and seen again from its earlier self."""
         self.entries: deque[Entry] = deque()
         self.first_seq = first_seq
         self.dropped = 0
@@ -69,6 +72,8 @@ class TopicSnapshot:
     entries: list[Entry]
     ordered: bool
     dropped: int
+    serial: int
+    first_seq: int
 
 
 @dataclass(slots=True)
@@ -103,6 +108,7 @@ class History:
         self._dirty: list[TopicHistory] = []
         self._ended: dict[str, int] = {}
         self._until_expiry = _EXPIRE_EVERY
+        self._serials = itertools.count()
 
     def __len__(self) -> int:
         return len(self._topics)
@@ -112,7 +118,7 @@ class History:
         topic, payload, received_at = message.topic, message.payload, message.received_at
         kept = self._topics.get(topic)
         if kept is None:
-            kept = self._topics[topic] = TopicHistory(topic, self._ended.get(topic, 0))
+            kept = self._topics[topic] = TopicHistory(topic, self._ended.get(topic, 0), next(self._serials))
             self.bytes += TOPIC_COST + len(topic)
         entries = kept.entries
         if entries:
@@ -175,7 +181,7 @@ class History:
     def snapshot(self, accept: Callable[[str], bool]) -> list[TopicSnapshot]:
         """Copies of the kept messages of the topics `accept` takes (C-speed list copies, on the loop)."""
         return [
-            TopicSnapshot(topic, list(kept.entries), kept.ordered, kept.dropped)
+            TopicSnapshot(topic, list(kept.entries), kept.ordered, kept.dropped, kept.serial, kept.first_seq)
             for topic, kept in self._topics.items()
             if accept(topic)
         ]
@@ -203,7 +209,7 @@ class History:
         for topic, seq, entry in rows:
             kept = self._topics.get(topic)
             if kept is None:
-                kept = self._topics[topic] = TopicHistory(topic, seq)
+                kept = self._topics[topic] = TopicHistory(topic, seq, next(self._serials))
                 self.bytes += TOPIC_COST + len(topic)
             elif kept.end_seq != seq:
                 continue  # a gap cannot happen in a file we wrote (deletes only cut a topic's oldest)
