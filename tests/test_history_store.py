@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -314,3 +315,25 @@ def test_the_server_exits_2_naming_a_history_file_that_is_not_a_database(tmp_pat
     done = run_server(tmp_path, "history.db")
     assert done.returncode == 2
     assert f"history.path: cannot keep the history in {bad}: file is not a database" in done.stderr
+
+
+def test_a_flush_still_running_when_the_last_one_starts_loses_nothing(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At shutdown the cancelled flusher's write goes on in its thread while the final flush begins
+    (found by bench/bench_history.py: 'cannot start a transaction within a transaction')."""
+    history = History(10**9, 1e9, BIG, track_changes=True)
+    store = open_history_file(history, tmp_path / "h.db")
+    batches = []
+    for batch in range(4):
+        for i in range(20_000):
+            history.offer(message(f"t/{i % 100}", b"x" * 100, T + batch))
+        batches.append(history.take_changes())
+    threads = [threading.Thread(target=store.write, args=(changes,)) for changes in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert "cannot write the history file" not in caplog.text
+    assert store._db.execute("SELECT count(*) FROM message").fetchone()[0] == 80_000
+    store.close()

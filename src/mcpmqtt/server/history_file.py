@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,13 +76,16 @@ def _properties(text: str | None) -> PublishProperties | None:
 
 
 class HistoryFile:
-    """One SQLite history file, used by one thread at a time (the loop's worker threads, in turn)."""
+    """One SQLite history file, written by the loop's worker threads one flush at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.written = 0
         """Messages written since the file was opened."""
         self._failing = False
+        # A flush cancelled at shutdown goes on in its thread while the last flush starts: the lock
+        # makes the last one wait, where two transactions on one connection would fail.
+        self._lock = threading.Lock()
         self._db = self._open(path)
 
     @staticmethod
@@ -144,6 +148,10 @@ class HistoryFile:
     def write(self, changes: Changes) -> None:
         """Apply one flush in one transaction (in a worker thread). A failure is logged and the flush's
         changes are lost from the file (memory keeps them); the next flush tries again."""
+        with self._lock:
+            self._write(changes)
+
+    def _write(self, changes: Changes) -> None:
         try:
             with self._db:
                 self._db.execute("BEGIN")
@@ -166,7 +174,8 @@ class HistoryFile:
                 self._failing = True
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 def open_history_file(history: History, path: Path) -> HistoryFile:
