@@ -90,7 +90,7 @@ async def receive(kind: str, host: str, port: int, messages: int, topics: int, f
         started = time.monotonic()
         await flush(history, store)
         result["last_flush_s"] = time.monotonic() - started
-        result["file_rows"] = store._db.execute("SELECT count(*) FROM message").fetchone()[0]
+        result["file_rows"] = len(store.rows())
         result["lost"] = max(result["lost"], messages - result["file_rows"])
         store.close()
     await adapter.stop(task)

@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -33,38 +33,42 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 """Stored in the file's `user_version`; a file of another version is refused, not rewritten."""
 
-_SCHEMA = """
-CREATE TABLE message (
-    topic TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    received_at REAL NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    properties TEXT,
-    PRIMARY KEY (topic, seq)
-) WITHOUT ROWID
-"""
+# One row per topic per flush (a chunk of its messages in packed arrays), not one per message: the
+# writer thread then holds the GIL for a few C-level joins per topic instead of binding every message,
+# which is what slowed the event loop's ingest (0.40x of the live state alone with a row per message,
+# bench/bench_history.py). `kept` holds, per topic, the first message number still kept, so that a
+# chunk partly older than that (the history dropped its first messages) is read back without them.
+_SCHEMA = (
+    """CREATE TABLE chunk (
+        topic TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        times BLOB NOT NULL,     -- float64 per message, machine order
+        sizes BLOB NOT NULL,     -- uint32 payload length per message
+        payloads BLOB NOT NULL,  -- the payloads, one after another
+        flags BLOB NOT NULL,     -- a byte per message: qos | retain << 2
+        properties TEXT,         -- null, or a JSON list with each message's properties or null
+        PRIMARY KEY (topic, first_seq)
+    ) WITHOUT ROWID""",
+    "CREATE TABLE kept (topic TEXT PRIMARY KEY, first_seq INTEGER NOT NULL) WITHOUT ROWID",
+)
 
 
-def _properties_text(props: PublishProperties | None) -> str | None:
+def _properties_data(props: PublishProperties | None) -> dict[str, Any] | None:
     if props is None:
         return None
-    return json.dumps(
-        {
-            "content_type": props.content_type,
-            "response_topic": props.response_topic,
-            "correlation_data": props.correlation_data.hex() if props.correlation_data is not None else None,
-            "user_properties": props.user_properties,
-            "message_expiry_interval": props.message_expiry_interval,
-        }
-    )
+    return {
+        "content_type": props.content_type,
+        "response_topic": props.response_topic,
+        "correlation_data": props.correlation_data.hex() if props.correlation_data is not None else None,
+        "user_properties": props.user_properties,
+        "message_expiry_interval": props.message_expiry_interval,
+    }
 
 
-def _properties(text: str | None) -> PublishProperties | None:
-    if text is None:
+def _properties(data: dict[str, Any] | None) -> PublishProperties | None:
+    if data is None:
         return None
-    data: dict[str, Any] = json.loads(text)
     correlation = data["correlation_data"]
     return PublishProperties(
         content_type=data["content_type"],
@@ -73,6 +77,19 @@ def _properties(text: str | None) -> PublishProperties | None:
         user_properties=tuple((key, value) for key, value in data["user_properties"]),
         message_expiry_interval=data["message_expiry_interval"],
     )
+
+
+def _chunk(row: tuple[str, int, list[Entry]]) -> tuple[object, ...]:
+    """One topic's new messages as one row: packed arrays, C-level work but for the flags."""
+    topic, start, entries = row
+    times, payloads, qos, retain, props = zip(*entries, strict=True)
+    flags = bytes([q | (4 if r else 0) for q, r in zip(qos, retain, strict=True)])
+    listed = None
+    if any(p is not None for p in props):
+        listed = json.dumps([_properties_data(p) for p in props])
+    sizes = array("I", map(len, payloads))
+    packed = array("d", times).tobytes(), sizes.tobytes(), b"".join(payloads)
+    return (topic, start, len(entries), *packed, flags, listed)
 
 
 class HistoryFile:
@@ -118,7 +135,8 @@ class HistoryFile:
             if version == 0:
                 with db:
                     db.execute("BEGIN IMMEDIATE")
-                    db.execute(_SCHEMA)
+                    for statement in _SCHEMA:
+                        db.execute(statement)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             else:  # a read-only file in WAL mode passed the line above without writing: write now
                 db.execute("BEGIN IMMEDIATE")
@@ -136,14 +154,27 @@ class HistoryFile:
             raise
         return db
 
-    def rows(self) -> Iterator[tuple[str, int, Entry]]:
+    def rows(self) -> list[tuple[str, int, Entry]]:
         """Every stored message as (topic, seq, entry), in the order they arrived."""
-        query = (
-            "SELECT topic, seq, received_at, payload, qos, retain, properties FROM message "
-            "ORDER BY received_at, topic, seq"
-        )
-        for topic, seq, received_at, payload, qos, retain, props in self._db.execute(query):
-            yield topic, seq, (received_at, payload, qos, bool(retain), _properties(props))
+        kept = dict(self._db.execute("SELECT topic, first_seq FROM kept"))
+        found: list[tuple[float, str, int, Entry]] = []
+        query = "SELECT topic, first_seq, count, times, sizes, payloads, flags, properties FROM chunk"
+        for topic, first_seq, count, times, sizes, payloads, flags, props in self._db.execute(query):
+            moments, lengths = array("d", times), array("I", sizes)
+            if len(moments) != count or len(lengths) != count or len(flags) != count:
+                continue  # not written by this schema's writer; never by ours
+            listed = json.loads(props) if props is not None else [None] * count
+            start, offset = kept.get(topic, 0), 0
+            for index in range(count):
+                end = offset + lengths[index]
+                if first_seq + index >= start:
+                    flag = flags[index]
+                    at = moments[index]
+                    entry = (at, payloads[offset:end], flag & 3, bool(flag & 4), _properties(listed[index]))
+                    found.append((at, topic, first_seq + index, entry))
+                offset = end
+        found.sort(key=lambda row: (row[0], row[1], row[2]))
+        return [(topic, seq, entry) for _, topic, seq, entry in found]
 
     def write(self, changes: Changes) -> None:
         """Apply one flush in one transaction (in a worker thread). A failure is logged and the flush's
@@ -152,18 +183,19 @@ class HistoryFile:
             self._write(changes)
 
     def _write(self, changes: Changes) -> None:
+        trims = list(changes.trims.items())
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.executemany("DELETE FROM message WHERE topic = ? AND seq < ?", changes.trims.items())
-                for topic, start, entries in changes.rows:
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO message VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            (topic, start + i, at, payload, qos, retain, _properties_text(props))
-                            for i, (at, payload, qos, retain, props) in enumerate(entries)
-                        ),
-                    )
+                self._db.executemany("DELETE FROM chunk WHERE topic = ? AND first_seq + count <= ?", trims)
+                self._db.executemany("INSERT OR REPLACE INTO kept VALUES (?, ?)", trims)
+                self._db.executemany(  # a topic forgotten: no need to remember where it stopped
+                    "DELETE FROM kept WHERE topic = ?1 AND NOT EXISTS (SELECT 1 FROM chunk WHERE topic = ?1)",
+                    ((topic,) for topic, _ in trims),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO chunk VALUES (?, ?, ?, ?, ?, ?, ?, ?)", map(_chunk, changes.rows)
+                )
             self.written += sum(len(entries) for _, _, entries in changes.rows)
             if self._failing:
                 log.warning("the history file %s is written again", self.path)
