@@ -14,6 +14,7 @@ from mcp.client import Client
 from mcp_client import MODES, connect, error_text, structured, write_config
 from mosquitto import Mosquitto
 
+from mcpmqtt.mqtt import Received
 from mcpmqtt.server.live_state import TopicState
 
 pytestmark = pytest.mark.anyio
@@ -209,8 +210,6 @@ async def test_list_topics_reports_rate_per_min(served: Served) -> None:
 
 
 def test_rate_per_min_slides_over_the_last_five_minutes() -> None:
-    from mcpmqtt.mqtt import Received
-
     start = 1_800_000_000.0  # on a minute boundary
     state = TopicState(Received("t", b"", 0, False, start, None), 0, False)
     for minute in range(7):  # 6 messages in each of 7 minutes
