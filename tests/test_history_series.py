@@ -42,7 +42,7 @@ def test_cached_buckets_equal_parsing_every_message(
         history.offer(Received(topic, payload, 0, False, at, None))
         if number % 3 == 0:
             snapshots = history.snapshot(lambda _: True)
-            since = 1_800_000_000.0 + 5
+            since = 1_800_000_000.0 + (number * 7) % 40  # windows starting later and earlier
             plan = plan_buckets(bucket, since, at)
             cached = bucket_window(snapshots, since, at, pointer, plan, cache)
             plain = bucket_window(snapshots, since, at, pointer, plan, None)

@@ -28,6 +28,10 @@ _BYTES_PER_MESSAGE = 8
 _BYTES_PER_NUMBER = 24
 
 
+def _at(entry: Entry) -> float:
+    return entry[0]
+
+
 def _floats() -> array[float]:
     return array("d")
 
@@ -53,7 +57,8 @@ class Column:
         return _BYTES_PER_MESSAGE * len(self.times) + _BYTES_PER_NUMBER * len(self.values)
 
     def catch_up(self, snapshot: TopicSnapshot, pointer: Pointer) -> None:
-        """Cut what the history dropped, parse what arrived since the last question."""
+        """Cut what the history dropped, parse what arrived since the last question (the column
+        starts at or after the snapshot's first message)."""
         if (cut := snapshot.first_seq - self.first_seq) > 0:
             del self.times[:cut]
             numbers_cut = bisect_left(self.seqs, snapshot.first_seq)
@@ -111,16 +116,21 @@ class SeriesCache:
         until: float,
         plan: BucketPlan,
     ) -> None:
-        """Add one topic's window to `buckets` through its column (made or brought up to date)."""
+        """Add one topic's window to `buckets` through its column (made or brought up to date).
+
+        A column starts where the first window asked of it starts, so a short window over a long
+        history parses only itself; a later window reaching further back makes a new column.
+        """
+        needed = snapshot.first_seq + bisect_left(snapshot.entries, since, key=_at)
         with self._lock:
             key = (snapshot.topic, pointer)
             column = self._columns.pop(key, None)
             if column is not None:
                 self.bytes -= column.cost
-                if column.serial != snapshot.serial or column.first_seq > snapshot.first_seq:
+                if column.serial != snapshot.serial or column.first_seq > needed:
                     column = None
             if column is None:
-                column = Column(snapshot.serial, snapshot.first_seq)
+                column = Column(snapshot.serial, needed)
             column.catch_up(snapshot, pointer)
             column.add_to(buckets, since, until, plan)
             if column.cost <= self.max_bytes:
