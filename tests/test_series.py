@@ -15,6 +15,7 @@ from mcpmqtt.rules.series import (
     BucketPlan,
     aggregate,
     number_in,
+    parse_json,
     parse_pointer,
     plan_buckets,
     resolve,
@@ -149,6 +150,12 @@ def test_pointer_escaped_from_any_keys_finds_the_value_under_them(keys: list[str
         (b"on", (), None),
         (b"\xff\xfe", (), None),
         (b"[" * 100_000, (), None),  # deeper than the parser recurses
+        (b"", (), None),
+        (b" \n\t", (), None),
+        (b"1 2", (), None),  # two values: not JSON
+        (b"[1] x", (), None),
+        (b"\n 3.5 \r\n", (), 3.5),
+        (b"\xc2\xa03", (), None),  # a no-break space is not JSON whitespace
     ],
 )
 def test_number_in_payload_or_none(payload: bytes, pointer: tuple[str, ...], expected: float | None) -> None:
@@ -247,3 +254,27 @@ def test_aggregate_keeps_every_point_once_and_stats_bound_the_numbers(
         if inside:
             assert b.low == min(inside) and b.high == max(inside)
             assert b.mean is not None and b.low - 1e-6 <= b.mean <= b.high + 1e-6
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+_SPACE = st.text(alphabet=" \t\n\r\u00a0\u2028", max_size=3)
+
+
+@given(st.one_of(_JSON_VALUES.map(json.dumps), st.text(max_size=12)), _SPACE, _SPACE)
+@FAST
+def test_payload_parser_agrees_with_json_loads(text: str, before: str, after: str) -> None:
+    """The direct scanner accepts exactly what json.loads accepts, and reads the same value."""
+    payload = (before + text + after).encode()
+    try:
+        expected: object = json.loads(payload.decode())
+    except ValueError:
+        expected = "refused"
+    try:
+        got: object = parse_json(payload)
+    except (ValueError, StopIteration):
+        got = "refused"
+    assert got == expected or (got != got and expected != expected)

@@ -9,6 +9,7 @@ then, and one must not spoil an agent's question about the rest. Pure: no I/O.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,10 @@ MIN_BUCKET_SECONDS = 1.0
 _BAD_ESCAPE = re.compile(r"~(?![01])")
 _INDEX = re.compile(r"0|[1-9][0-9]*")
 MISSING = object()
+# typeshed names the argument's type after the scanner; it is the decoder whose settings it takes.
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+_JSON_SPACE = " \t\n\r"
+_JSON_SPACE_SET = frozenset(_JSON_SPACE)
 
 
 def parse_pointer(text: str) -> Pointer:
@@ -61,13 +66,23 @@ def resolve(document: object, pointer: Pointer) -> object:
     return document
 
 
+def parse_json(payload: bytes | bytearray) -> object:
+    """json.loads, by its C scanner directly: a quarter faster for small payloads, which is what a
+    bucketed question over many messages spends its time on. Decoded first, skipping json's
+    encoding detection: JSON exchanged between systems is UTF-8 (RFC 8259 §8.1)."""
+    text = payload.decode()
+    start = len(text) - len(text.lstrip(_JSON_SPACE)) if text[:1] in _JSON_SPACE_SET else 0
+    value, end = _SCAN(text, start)
+    if end != len(text) and text[end:].strip(_JSON_SPACE):
+        raise ValueError("more than one JSON value")
+    return value
+
+
 def number_in(payload: bytes | bytearray, pointer: Pointer) -> float | None:
     """The finite number at `pointer` in a JSON payload; None when there is none (never raises)."""
     try:
-        # Decoding first skips json's encoding detection (a quarter of the parse for small payloads);
-        # JSON exchanged between systems is UTF-8 (RFC 8259 §8.1).
-        value = resolve(json.loads(payload.decode()), pointer)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8 (UnicodeDecodeError is a ValueError)
+        value = resolve(parse_json(payload), pointer)
+    except (ValueError, StopIteration, RecursionError):  # not JSON, not UTF-8, nothing there
         return None
     if type(value) is float:
         return value if math.isfinite(value) else None
