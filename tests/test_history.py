@@ -231,3 +231,29 @@ async def test_subscribe_steers_long_waits_to_watches_and_history(served: Served
     assert tool.description is not None
     assert "20 s" in tool.description and "mqtt_watch" in tool.description
     assert "mqtt_history" in tool.description
+
+
+async def test_history_file_survives_a_restart_of_the_server(
+    broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Through the real server: what arrived before a shutdown is answered after the restart (the last
+    flush happens at shutdown, well inside the flush interval of 60 s set here)."""
+    folder = tmp_path_factory.mktemp("history-file")
+    config, _ = write_config(folder, broker, topics=TOPICS)
+    data = json.loads(config.read_text())
+    data["history"] = {"path": "kept.db", "flush_interval": 60}
+    config.write_text(json.dumps(data))
+    topic = "hist/restart/boiler"
+    async with connect(config, "auto") as client:
+        await publish_all(broker, [(topic, b'{"temperature": 61}'), (topic, b'{"temperature": 63}')])
+        await history_until(client, {"topic": topic, "since": "5m"}, 2)
+    assert (folder / "kept.db").exists()
+    async with connect(config, "legacy") as client:
+        result = structured(await client.call_tool("mqtt_history", {"topic": topic, "since": "5m"}))
+        assert [m["payload"] for m in result["messages"]] == ['{"temperature": 61}', '{"temperature": 63}']
+        buckets = structured(
+            await client.call_tool(
+                "mqtt_history", {"topic": topic, "since": "5m", "bucket": "1h", "field": "/temperature"}
+            )
+        )["buckets"]
+        assert max(b["max"] for b in buckets) == 63.0
