@@ -372,3 +372,20 @@ def test_the_file_reopens_to_exactly_what_memory_kept(
     assert sorted(kept(again)) == sorted(kept(history))
     numbered = {s.topic: (s.first_seq, len(s.entries)) for s in history.snapshot(lambda _: True)}
     assert {s.topic: (s.first_seq, len(s.entries)) for s in again.snapshot(lambda _: True)} == numbered
+
+
+def test_check_config_says_where_the_history_is_kept(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mcpmqtt.cli import main
+
+    config = tmp_path / "config.json"
+    topics = [{"pattern": "a/#", "permissions": ["read"]}]
+    config.write_text(json.dumps({"topics": topics, "history": {"path": "h.db", "max_age": "7d"}}))
+    assert main(["check-config", "--config", str(config)]) == 0
+    line = [text for text in capsys.readouterr().out.splitlines() if text.startswith("history:")]
+    assert line == [
+        f"history: file {tmp_path / 'h.db'} (flushed every 1 s); ≤ 1,000 messages per topic, 7d, "
+        "≤ 67,108,864 bytes"
+    ]
+    assert not (tmp_path / "h.db").exists()  # checking a config creates nothing
