@@ -14,7 +14,9 @@ from mcp.client import Client
 from mcp_client import MODES, connect, error_text, structured, write_config
 from mosquitto import Mosquitto
 
+from mcpmqtt.config import Config
 from mcpmqtt.mqtt import Received
+from mcpmqtt.server.build import build_server
 from mcpmqtt.server.live_state import TopicState
 
 pytestmark = pytest.mark.anyio
@@ -257,3 +259,11 @@ async def test_history_file_survives_a_restart_of_the_server(
             )
         )["buckets"]
         assert max(b["max"] for b in buckets) == 63.0
+
+
+async def test_history_disabled_offers_no_history_tool() -> None:
+    topics = [{"pattern": "a/#", "permissions": ["read"]}]
+    off = build_server(Config.model_validate({"topics": topics, "history": {"enabled": False}}))
+    on = build_server(Config.model_validate({"topics": topics}))
+    assert "mqtt_history" not in {tool.name for tool in await off.list_tools()}
+    assert "mqtt_history" in {tool.name for tool in await on.list_tools()}
