@@ -11,7 +11,7 @@ import anyio
 import pytest
 from devices import raw_client
 from mcp.client import Client
-from mcp_client import MODES, connect, error_text, structured, write_config
+from mcp_client import MODES, connect, error_text, structured, wait_for_log, write_config
 from mosquitto import Mosquitto
 
 from mcpmqtt.config import Config
@@ -40,11 +40,13 @@ class Served:
 async def served(
     request: pytest.FixtureRequest, broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Served]:
-    config, _ = write_config(tmp_path_factory.mktemp("history"), broker, topics=TOPICS)
+    config, client_id = write_config(tmp_path_factory.mktemp("history"), broker, topics=TOPICS)
     data = json.loads(config.read_text())
     data["limits"] = {"max_result_bytes": 1000}
     config.write_text(json.dumps(data))
     async with connect(config, request.param) as client:
+        # Messages published before the history follows its patterns would pass unseen.
+        await wait_for_log(broker, client_id, "subscribe", "hist/#")
         yield Served(client, broker, request.param)
 
 
@@ -241,12 +243,13 @@ async def test_history_file_survives_a_restart_of_the_server(
     """Through the real server: what arrived before a shutdown is answered after the restart (the last
     flush happens at shutdown, well inside the flush interval of 60 s set here)."""
     folder = tmp_path_factory.mktemp("history-file")
-    config, _ = write_config(folder, broker, topics=TOPICS)
+    config, client_id = write_config(folder, broker, topics=TOPICS)
     data = json.loads(config.read_text())
     data["history"] = {"path": "kept.db", "flush_interval": 60}
     config.write_text(json.dumps(data))
     topic = "hist/restart/boiler"
     async with connect(config, "auto") as client:
+        await wait_for_log(broker, client_id, "subscribe", "hist/#")  # or the messages pass unseen
         await publish_all(broker, [(topic, b'{"temperature": 61}'), (topic, b'{"temperature": 63}')])
         await history_until(client, {"topic": topic, "since": "5m"}, 2)
     assert (folder / "kept.db").exists()
