@@ -15,6 +15,7 @@ from mcpmqtt.rules.series import (
     BucketPlan,
     aggregate,
     number_in,
+    numbers_in,
     parse_json,
     parse_pointer,
     plan_buckets,
@@ -278,3 +279,20 @@ def test_payload_parser_agrees_with_json_loads(text: str, before: str, after: st
     except (ValueError, StopIteration):
         got = "refused"
     assert got == expected or (got != got and expected != expected)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            _JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+            st.binary(max_size=8),
+            st.sampled_from([b'{"t": 2}', b'{"t": [1]}', b"[3, 4]", b'{"t": 1e400}', b"NaN"]),
+        ),
+        max_size=20,
+    ),
+    st.sampled_from(["", "/t", "/1", "/t/0", "/0/t"]),
+)
+@FAST
+def test_numbers_in_many_payloads_is_number_in_of_each(payloads: list[bytes], field: str) -> None:
+    pointer = parse_pointer(field)
+    assert numbers_in(payloads, pointer) == [number_in(payload, pointer) for payload in payloads]

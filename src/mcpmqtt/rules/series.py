@@ -94,6 +94,40 @@ def number_in(payload: bytes | bytearray, pointer: Pointer) -> float | None:
     return None
 
 
+def numbers_in(payloads: Iterable[bytes | bytearray], pointer: Pointer) -> list[float | None]:
+    """`number_in` of each payload, in one loop with its lookups hoisted and a fast path for a pointer
+    of one key into an object: a first bucketed question parses every message of its window, and
+    the Python around the C parser was more than half of that."""
+    scan, space, space_set, isfinite = _SCAN, _JSON_SPACE, _JSON_SPACE_SET, math.isfinite
+    key = pointer[0] if len(pointer) == 1 else None
+    found: list[float | None] = []
+    append = found.append
+    for payload in payloads:
+        try:
+            text = payload.decode()
+            value, end = scan(text, len(text) - len(text.lstrip(space)) if text[:1] in space_set else 0)
+            if end != len(text) and text[end:].strip(space):
+                append(None)
+                continue
+        except (ValueError, StopIteration, RecursionError):
+            append(None)
+            continue
+        if key is not None and type(value) is dict:
+            value = value.get(key)
+        elif pointer:
+            value = resolve(value, pointer)
+        if type(value) is float:
+            append(value if isfinite(value) else None)
+        elif type(value) is int:
+            try:
+                append(float(value))
+            except OverflowError:
+                append(None)
+        else:
+            append(None)
+    return found
+
+
 @dataclass(slots=True)
 class Bucket:
     """The statistics of one time bucket: `count` messages, of which `numbers` held a number."""

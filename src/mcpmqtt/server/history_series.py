@@ -21,7 +21,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from mcpmqtt.rules.series import Bucket, BucketPlan, Pointer, accumulate, number_in
+from mcpmqtt.rules.series import Bucket, BucketPlan, Pointer, accumulate, number_in, numbers_in
 from mcpmqtt.server.history_store import Entry, TopicSnapshot
 
 _BYTES_PER_MESSAGE = 8
@@ -65,12 +65,14 @@ class Column:
             del self.seqs[:numbers_cut], self.number_times[:numbers_cut], self.values[:numbers_cut]
             self.first_seq = snapshot.first_seq
         start = self.first_seq + len(self.times) - snapshot.first_seq
-        for offset, entry in enumerate(snapshot.entries[start:], snapshot.first_seq + start):
-            self.times.append(entry[0])
-            value = number_in(entry[1], pointer)
+        new = snapshot.entries[start:]
+        moments = [entry[0] for entry in new]
+        self.times.extend(moments)
+        first = snapshot.first_seq + start
+        for index, value in enumerate(numbers_in([entry[1] for entry in new], pointer)):
             if value is not None:
-                self.seqs.append(offset)
-                self.number_times.append(entry[0])
+                self.seqs.append(first + index)
+                self.number_times.append(moments[index])
                 self.values.append(value)
 
     def add_to(self, buckets: dict[int, Bucket], since: float, until: float, plan: BucketPlan) -> None:
