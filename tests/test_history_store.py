@@ -296,6 +296,12 @@ def test_a_database_of_something_else_or_a_newer_schema_is_refused(tmp_path: pat
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(ConfigError, match="newer mcpmqtt"):
         HistoryFile(newer)
+    posing = tmp_path / "posing.db"
+    with sqlite3.connect(posing) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    with pytest.raises(ConfigError, match=f"cannot read the history in {posing}: no such table"):
+        open_history_file(History(10, 60, BIG), posing)
 
 
 def run_server(folder: pathlib.Path, history_path: str) -> subprocess.CompletedProcess[str]:

@@ -214,7 +214,12 @@ def open_history_file(history: History, path: Path) -> HistoryFile:
     """Open the file and refill `history` from it, the bounds applied (at start-up, before serving)."""
     store = HistoryFile(path.expanduser())
     started = time.monotonic()
-    history.restore(store.rows())
+    try:
+        rows = store.rows()
+    except sqlite3.Error as exc:  # e.g. the schema's version number on a file of other tables
+        store.close()
+        raise ConfigError(f"history.path: cannot read the history in {store.path}: {exc}") from None
+    history.restore(rows)
     history.expire(time.time())
     log.info(
         "history: %d messages of %d topics loaded from %s in %.2f s",
