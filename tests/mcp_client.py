@@ -26,9 +26,10 @@ TOOLS = frozenset(
         "mqtt_watch",
         "mqtt_poll",
         "mqtt_unwatch",
+        "mqtt_history",
     }
 )
-"""The tools a server with the default config offers (live state on)."""
+"""The tools a server with the default config offers (live state, watches and history on)."""
 
 MODES = ("legacy", "auto")
 """`legacy` negotiates 2025-11-25 with initialize; `auto` gets the sessionless 2026-07-28 era."""

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from http_server import INITIALIZE, ServerProcess, bearer, config_for, free_port, http_client, post
@@ -404,3 +405,23 @@ async def test_the_legacy_sse_transport_needs_the_key_too(broker: Mosquitto, tmp
         async with Client(sse_client(f"{sse.base}/sse", headers=bearer(FULL_KEY)), mode="legacy") as client:
             published = await client.call_tool("mqtt_publish", {"topic": "lab/sse", "payload": "x"})
             assert structured(published)["topic"] == "lab/sse"
+
+
+async def test_history_answers_a_narrowed_key_from_its_topics_only(server: ServerProcess) -> None:
+    async with http_client(server.url, FULL_KEY) as full:
+        for topic in ("lab/shared/history", "lab/private/history"):
+            await full.call_tool("mqtt_publish", {"topic": topic, "payload": "7", "qos": 1})
+        with anyio.fail_after(10):  # until the server's history has both
+            while True:
+                seen = structured(
+                    await full.call_tool("mqtt_history", {"topic": "lab/+/history", "since": "5m"})
+                )
+                if len(seen["messages"]) == 2:
+                    break
+                await anyio.sleep(0.05)
+    async with http_client(server.url, LAB_KEY) as narrowed:
+        wide = await narrowed.call_tool("mqtt_history", {"topic": "lab/+/history", "since": "5m"})
+        assert error_text(wide).startswith("permission denied:")  # lab/shared/# does not cover it
+        own = structured(await narrowed.call_tool("mqtt_history", {"topic": "lab/shared/#", "since": "5m"}))
+        topics = {m["topic"] for m in own["messages"]}
+        assert "lab/shared/history" in topics and all(t.startswith("lab/shared/") for t in topics)

@@ -149,7 +149,22 @@ def _check_config(config: Config, path: str) -> int:
         f"per call, timeouts ≤ {limits.max_timeout:g} s"
     )
     print(f"http: {_describe_http(config.http)}")
+    print(f"history: {_describe_history(config)}")
     return 0
+
+
+def _describe_history(config: Config) -> str:
+    """Where the history is kept and its bounds, in one line for check-config."""
+    history = config.history
+    if not history.enabled:
+        return "off"
+    where = (
+        f"file {history.path} (flushed every {history.flush_interval:g} s)" if history.path else "in memory"
+    )
+    return (
+        f"{where}; ≤ {history.max_messages_per_topic:,} messages per topic, {history.max_age}, "
+        f"≤ {history.max_bytes:,} bytes"
+    )
 
 
 def _describe_http(http: HttpSettings) -> str:
@@ -294,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     from mcpmqtt.server.build import build_server  # the MCP SDK is heavy; check-config does not need it
 
     transport: Literal["stdio", "http", "sse"] = getattr(args, "transport", "stdio")
-    server = build_server(config)
+    try:
+        server = build_server(config)
+    except ConfigError as exc:  # e.g. a history file that is not a database
+        print(f"mcpmqtt: {exc}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
     if transport == "stdio":
         from mcpmqtt.transports.stdio import serve_stdio
 

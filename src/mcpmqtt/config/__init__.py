@@ -14,6 +14,7 @@ from mcpmqtt.config.loading import (
 from mcpmqtt.config.models import (
     AuditSettings,
     Config,
+    HistorySettings,
     Limits,
     LiveStateSettings,
     LoggingSettings,
@@ -32,6 +33,7 @@ __all__ = [
     "AuditSettings",
     "Config",
     "ConfigError",
+    "HistorySettings",
     "Limits",
     "LiveStateSettings",
     "LoggingSettings",

@@ -95,14 +95,18 @@ def _relative_to(config: Config, base: Path) -> Config:
         )
     logging = config.logging.model_copy(update={"logfile": resolve(config.logging.logfile)})
     audit = config.audit and config.audit.model_copy(update={"path": resolve(config.audit.path)})
-    return config.model_copy(update={"mqtt": mqtt, "logging": logging, "audit": audit, "http": http})
+    history = config.history.model_copy(update={"path": resolve(config.history.path)})
+    return config.model_copy(
+        update={"mqtt": mqtt, "logging": logging, "audit": audit, "http": http, "history": history}
+    )
 
 
 def parse_config(data: Any, source: str, base: Path | None = None) -> Config:
     """Validate decoded JSON; `source` names the file in every error.
 
-    Relative paths in the file (password_file, logging.logfile, audit.path) are taken relative to `base`, the
-    config file's folder, so that a config means the same whatever directory a host starts us from.
+    Relative paths in the file (password_file, logging.logfile, audit.path, history.path) are taken
+    relative to `base`, the config file's folder, so that a config means the same whatever directory a
+    host starts us from.
     """
     try:
         config = Config.model_validate(data)

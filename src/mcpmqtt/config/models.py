@@ -331,6 +331,50 @@ class WatchSettings(Model):
         return parse_span(self.max_ttl)
 
 
+class HistorySettings(Model):
+    """What mqtt_history answers from: every message on the live state's read patterns, kept per topic.
+
+    Oldest messages go first when any bound is reached, and are counted (mqtt_history's `dropped`).
+    """
+
+    enabled: bool = True
+    max_messages_per_topic: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        default=1000, description="Messages kept per topic; the oldest is dropped for a new one."
+    )
+    max_age: str = Field(
+        default="24h",
+        description='How long a message is kept: a span such as "90m", "24h" or "7d" (s, m, h, d, w).',
+    )
+    max_bytes: Annotated[int, Field(ge=1024, le=1 << 40)] = Field(
+        default=64 * 1024 * 1024,
+        description="Memory the whole history may take: each message counts its payload plus about "
+        "160 bytes of bookkeeping, each topic about 800 bytes.",
+    )
+    path: Path | None = Field(
+        default=None,
+        description="A SQLite database file that keeps the history across restarts (created if "
+        "missing); relative to the config file's folder. Absent: in memory only.",
+    )
+    flush_interval: Annotated[float, Field(ge=0.05, le=60)] = Field(
+        default=1.0,
+        description="Seconds between writes to the file: a crash (even kill -9) loses at most the "
+        "messages of the last interval.",
+    )
+
+    @field_validator("max_age")
+    @classmethod
+    def _age_is_a_span(cls, value: str) -> str:
+        try:
+            parse_span(value)
+        except InvalidArgument as exc:
+            raise ValueError(exc.detail) from None
+        return value
+
+    @property
+    def max_age_seconds(self) -> float:
+        return parse_span(self.max_age)
+
+
 class AuditSettings(Model):
     """The audit log: one JSON line per tool call, for the people responsible for the devices."""
 
@@ -387,6 +431,7 @@ class Config(Model):
     limits: Limits = Limits()
     live_state: LiveStateSettings = LiveStateSettings()
     watches: WatchSettings = WatchSettings()
+    history: HistorySettings = HistorySettings()
     audit: AuditSettings | None = None
     prompts: list[PromptEntry] = Field(default_factory=list)
     http: HttpSettings = HttpSettings()

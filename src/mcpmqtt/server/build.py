@@ -26,6 +26,9 @@ from mcpmqtt.mqtt import Broker, BrokerSettings
 from mcpmqtt.rules.payloads import payload_text
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.history import register_history
+from mcpmqtt.server.history_file import HistoryFile, flush, keep_written, open_history_file
+from mcpmqtt.server.history_store import History
 from mcpmqtt.server.labels import UNTRUSTED
 from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
@@ -239,15 +242,23 @@ def build_server(
     )
 
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
+    history, history_file = _history(config)
+    followed = followed_patterns(runtime)
 
     @asynccontextmanager
     async def connection() -> AsyncIterator[None]:
         if audit is not None:
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
-        if state is not None:
-            for pattern in followed_patterns(runtime):
-                runtime.broker.follow(pattern, state)
+        for sink in (state, history):
+            if sink is not None:
+                for pattern in followed:
+                    runtime.broker.follow(pattern, sink)
+        flusher = None
+        if history is not None and history_file is not None:
+            flusher = asyncio.create_task(
+                keep_written(history, history_file, config.history.flush_interval), name="history-flush"
+            )
         try:
             yield None
         finally:
@@ -259,6 +270,11 @@ def build_server(
                 await runtime.broker.stop(task)
                 if audit is not None:  # write out the queued records; close() bounds its wait too
                     await asyncio.to_thread(audit.close)
+                if flusher is not None and history is not None and history_file is not None:
+                    flusher.cancel()
+                    await asyncio.gather(flusher, return_exceptions=True)
+                    await flush(history, history_file)  # what arrived since the last flush
+                    history_file.close()
 
     shared = SharedLifespan(connection)
 
@@ -288,4 +304,23 @@ def build_server(
     if watches is not None:
         register_watches(server, runtime, watches, gate)
     gate.register(server)
+    if history is not None:
+        register_history(server, runtime, history, followed)
     return server
+
+
+def _history(config: Config) -> tuple[History | None, HistoryFile | None]:
+    """The history and its file, if configured; the file is opened and read here, so that one that
+    cannot be used stops the server before it serves (ConfigError naming it)."""
+    settings = config.history
+    if not settings.enabled:
+        return None, None
+    history = History(
+        settings.max_messages_per_topic,
+        settings.max_age_seconds,
+        settings.max_bytes,
+        track_changes=settings.path is not None,
+    )
+    if settings.path is None:
+        return history, None
+    return history, open_history_file(history, settings.path)

@@ -99,6 +99,7 @@ def _summary(topic: str, entry: TopicState, now: float) -> TopicSummary:
         retained=entry.last.retain,
         messages=entry.messages,
         last_seen_seconds_ago=round(now - entry.last.received_at, 3),
+        rate_per_min=entry.rate_per_min(now),
     )
 
 

@@ -104,6 +104,7 @@ class TopicSummary(_Result):
     retained: bool = Field(description="Whether the last message was a retained one.")
     messages: int = Field(description="Messages seen on this topic since the server started.")
     last_seen_seconds_ago: float
+    rate_per_min: float = Field(description="Messages per minute, the mean over the last 5 minutes.")
 
 
 class ListTopicsResult(_Result):
@@ -175,3 +176,44 @@ class WatchView(_Result):
     expired: bool
     messages: list[Message] = Field(description="Unread matches (not consumed by reading), oldest first.")
     messages_omitted: int = Field(default=0, exclude_if=_zero)
+
+
+class HistoryBucket(_Result):
+    start: str = Field(
+        description="When the bucket begins, ISO-8601 UTC (buckets start on the epoch's grid)."
+    )
+    count: int = Field(description="Messages in the bucket, including those without a number at field.")
+    min: float | None = Field(description="Of the numbers; null when no message in the bucket had one.")
+    max: float | None
+    mean: float | None
+    last: float | None = Field(description="The number of the bucket's latest message that had one.")
+
+
+class HistoryResult(_Result):
+    topic: str = Field(description="The filter that was asked.")
+    since: str = Field(description="The window's start, ISO-8601 UTC.")
+    until: str = Field(description="The window's end, ISO-8601 UTC.")
+    messages: list[Message] | None = Field(
+        default=None, exclude_if=_absent, description="Without bucket: the messages, oldest first."
+    )
+    truncated: bool | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Without bucket: true when older messages of the window were left out (limit, or "
+        "limits.max_result_bytes); narrow the window or raise limit to see them.",
+    )
+    field: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='With bucket: the JSON Pointer aggregated ("" for a payload that is a plain number).',
+    )
+    buckets: list[HistoryBucket] | None = Field(
+        default=None, exclude_if=_absent, description="With bucket: the non-empty buckets, oldest first."
+    )
+    dropped: int = Field(
+        default=0,
+        exclude_if=_zero,
+        description="Present when the history's bounds (history.max_messages_per_topic, max_age, "
+        "max_bytes) dropped messages of these topics since the server started: the window may miss them.",
+    )
+    note: str | None = Field(default=None, exclude_if=_absent)

@@ -34,8 +34,10 @@ PUBLISH_DESCRIPTION = (
 SUBSCRIBE_DESCRIPTION = (
     "Subscribe to a topic filter and collect messages until max_messages arrived or timeout passed. "
     "Retained messages (a topic's current value) arrive first, marked retain=true. The subscription "
-    "ends when the call returns. timed_out is true if fewer than max_messages arrived."
-    f" {UNTRUSTED}"
+    "ends when the call returns. timed_out is true if fewer than max_messages arrived. Keep timeout "
+    "under about 20 s: many hosts give up on a tool call after 30 to 60 s. To wait longer for "
+    "something to happen, make a watch (mqtt_watch) and poll it; for what already happened, use "
+    f"mqtt_history. {UNTRUSTED}"
 )
 
 READ_DESCRIPTION = (
