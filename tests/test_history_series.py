@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 from strategies import FAST
 
 from mcpmqtt.mqtt import Received
-from mcpmqtt.rules.series import parse_pointer, plan_buckets
+from mcpmqtt.rules.json_pointer import parse_pointer
+from mcpmqtt.rules.series import plan_buckets
 from mcpmqtt.server.history_series import SeriesCache, bucket_window
 from mcpmqtt.server.history_store import History
 

@@ -200,7 +200,7 @@ async def test_a_watch_expires_at_its_ttl(served: Served) -> None:
         ),
         (
             {"topic": f"{ROOT}/a/state", "condition": {"field": "state", "op": "=="}},
-            "invalid argument: 'state' is not a JSON Pointer",
+            "invalid argument: field 'state' is not a JSON Pointer",
         ),
         ({"topic": f"{ROOT}/a/state", "condition": {"op": "~"}}, "invalid argument: condition.op"),
         (
