@@ -64,7 +64,8 @@ class ServerProcess:
         self.config = config
         self.client_id: str = config["mqtt"]["client_id"]
         self.host = host
-        self.port = port or free_port(host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        self._own_port = port is None  # chosen here, so another may be chosen if it is taken meanwhile
+        self.port = port or free_port(self._probe_host)
         self.transport = transport
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / f"{self.client_id}.json"
@@ -94,7 +95,23 @@ class ServerProcess:
     ) -> None:
         self.stop()
 
+    @property
+    def _probe_host(self) -> str:
+        return self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+
     def start(self) -> None:
+        """Start the server and wait for /healthz. A free port found here can be taken by another
+        program before the server binds it (other test runs share the machine); then another is tried."""
+        for attempt in range(3):
+            try:
+                self._start()
+                return
+            except RuntimeError:
+                if not (self._own_port and "address already in use" in self.stderr()) or attempt == 2:
+                    raise
+                self.port = free_port(self._probe_host)
+
+    def _start(self) -> None:
         command = [sys.executable, "-m", "mcpmqtt", "serve", "--transport", self.transport]
         command += ["--host", self.host, "--port", str(self.port), "--config", str(self.config_path)]
         with self.stderr_path.open("w") as stderr:
