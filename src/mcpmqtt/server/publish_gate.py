@@ -10,10 +10,13 @@ from mcp.server.mcpserver.resolve import Elicit
 
 from mcpmqtt.errors import InvalidArgument, InvalidTopic, McpMqttError, PayloadTooLarge
 from mcpmqtt.mqtt import PublishProperties
-from mcpmqtt.rules.payloads import PayloadEncoding, encode_payload
+from mcpmqtt.rules.payloads import PayloadEncoding, decode_payload, encode_payload
 from mcpmqtt.rules.topics import name_problem, text_problem
 from mcpmqtt.server.confirmation import Confirmation, can_ask, question, refuse_unless_confirmed
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.results import PublishResult
+
+_PREVIEW_BYTES = 300
 
 
 class PublishGate:
@@ -89,9 +92,11 @@ class PublishGate:
         retain: bool,
         content_type: str | None,
         user_properties: list[tuple[str, str]] | None,
+        dry_run: bool = False,
     ) -> Elicit[Confirmation] | None:
-        """Ask the person before a publish to a ``confirm`` topic, unless it would be refused anyway."""
-        patterns = self._confirming(ctx, topic)
+        """Ask the person before a publish to a ``confirm`` topic, unless it would be refused anyway
+        or it is a dry run (nothing will be sent, so there is nothing to agree to)."""
+        patterns = [] if dry_run else self._confirming(ctx, topic)
         if not patterns:
             return None
         try:
@@ -130,6 +135,20 @@ class PublishGate:
         if not can_ask(ctx) or name_problem(topic):
             return []
         return self.guardrails.confirming_patterns(topic)
+
+    def dry_run(self, topic: str, data: bytes, qos: int, retain: bool) -> PublishResult:
+        """What a publish that passed ``check_publish`` would send; nothing is sent and no rate limit
+        is spent (``check`` only looks at the rate)."""
+        preview, _ = decode_payload(data[:_PREVIEW_BYTES])
+        return PublishResult(
+            topic=topic,
+            qos=qos,
+            retain=retain,
+            bytes=len(data),
+            dry_run=True,
+            payload_preview=preview,
+            needs_approval=bool(self.guardrails.confirming_patterns(topic)),
+        )
 
     def release(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> None:
         """The last word before sending: the person's answer when one was needed, then the rate limit,

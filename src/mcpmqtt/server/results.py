@@ -42,15 +42,45 @@ class _Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _false(value: object) -> bool:
+    return value is False
+
+
 class PublishResult(_Result):
     topic: str
     qos: int
     retain: bool
-    bytes: int = Field(description="Payload size in bytes as sent.")
+    bytes: int = Field(description="Payload size in bytes as sent (or as it would be sent).")
     notes: list[str] | None = Field(
         default=None,
         exclude_if=_absent,
         description="What the server could not do as asked, e.g. MQTT 5 properties left out on MQTT 3.1.1.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        exclude_if=_false,
+        description="Present (true) for dry_run=true: every check passed, and nothing was sent.",
+    )
+    payload_preview: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="With dry_run: the start of the payload that would be sent (text, or base64 if binary).",
+    )
+    needs_approval: bool = Field(
+        default=False,
+        exclude_if=_false,
+        description="With dry_run: a real publish would wait for a person's confirmation or approval.",
+    )
+    approval_id: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Present when a person must approve this publish in the operator console: ask "
+        "mqtt_approval with this id for the outcome.",
+    )
+    status: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='With approval_id: "pending" (not yet decided, nothing sent) or "published".',
     )
 
 

@@ -178,9 +178,18 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
                 "many seconds if it is not delivered (a retained one stops being the topic's value)."
             ),
         ] = None,
+        dry_run: Annotated[
+            bool,
+            Field(
+                description="Run every check (allowlist, payload limits, schema, rate limit) and return "
+                "what would be sent, without sending it or counting it against a rate limit."
+            ),
+        ] = False,
     ) -> Annotated[CallToolResult, PublishResult]:
         """Publish one message to an MQTT topic that the allowlist lets you write."""
         data = gate.check_publish(topic, payload, payload_encoding, content_type, user_properties)
+        if dry_run:
+            return ok_result(gate.dry_run(topic, data, qos, retain))
         gate.release(topic, confirmed, f"publishing to {topic!r}")
         properties, notes = publish_properties(broker.protocol, content_type, user_properties, message_expiry)
         await broker.publish(topic, data, qos=qos, retain=retain, properties=properties)
