@@ -24,6 +24,7 @@ from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.events import EventHub
 from mcpmqtt.server.labels import UNTRUSTED
 from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
@@ -74,6 +75,8 @@ class McpMqttServer(MCPServer[Any]):
         self.runtime = runtime
         """For the HTTP app: the auth config, the allowlist, readiness."""
         self.audit = audit
+        self.events = EventHub()
+        """Every finished tool call, for the console and the demo's terminal (no payloads)."""
         self._arguments: dict[str, frozenset[str]] | None = None
 
     async def call_tool(
@@ -88,6 +91,11 @@ class McpMqttServer(MCPServer[Any]):
         # a call still waiting for the person's confirmation (InputRequiredResult) has not ended yet.
         if self.audit is not None and isinstance(result, CallToolResult):
             self.audit.tool_call(name, arguments, result, error, context)
+        if isinstance(result, CallToolResult):
+            try:
+                self.events.tool_call(name, arguments, result, error, context)
+            except Exception:  # the feed is for watching; the call's result stands
+                log.exception("could not make the feed event of a %s call", name)
         return result
 
     async def _call_tool(
