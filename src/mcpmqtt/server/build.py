@@ -22,6 +22,8 @@ from mcpmqtt import __version__
 from mcpmqtt.config import Config
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
+from mcpmqtt.server.approval_tool import register_approval_tool
+from mcpmqtt.server.approvals import ApprovalQueue
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.events import EventHub
@@ -148,15 +150,15 @@ def broker_settings(config: Config) -> BrokerSettings:
 
 def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     """The MCP server for one config; the broker connection starts and stops with its lifespan."""
-    runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)))
+    audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
+    approvals = ApprovalQueue(config.approvals.ttl, config.approvals.max_pending, audit)
+    runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)), approvals)
     bus = InMemorySubscriptionBus()
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
     state = (
         LiveState(live.max_topics, live.max_payload_bytes, notifier.topic_changed) if live.enabled else None
     )
-
-    audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
@@ -189,6 +191,8 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     register_tools(server, runtime)
     register_resources(server, runtime)
     register_prompts(server, runtime)
+    if any(topic.confirm is not False for topic in config.topics):
+        register_approval_tool(server, runtime, approvals)
     if state is not None:
         register_live(server, runtime, state, notifier)
     return server

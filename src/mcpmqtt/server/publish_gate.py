@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Elicit
 
-from mcpmqtt.errors import InvalidArgument, InvalidTopic, McpMqttError, PayloadTooLarge
+from mcpmqtt.errors import InvalidArgument, InvalidTopic, McpMqttError, PayloadTooLarge, PermissionDenied
 from mcpmqtt.mqtt import PublishProperties
 from mcpmqtt.rules.payloads import PayloadEncoding, decode_payload, encode_payload
 from mcpmqtt.rules.topics import name_problem, text_problem
-from mcpmqtt.server.confirmation import Confirmation, can_ask, question, refuse_unless_confirmed
+from mcpmqtt.server.approvals import Approval
+from mcpmqtt.server.confirmation import (
+    Confirmation,
+    can_ask,
+    could_not_ask,
+    question,
+    refuse_unless_confirmed,
+)
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.events import caller_name, caller_owner
 from mcpmqtt.server.results import PublishResult
 
 _PREVIEW_BYTES = 300
@@ -132,7 +144,7 @@ class PublishGate:
         Looked at first, so that the common publish (no confirmation) is checked once, in the tool body.
         A malformed topic matches no pattern here; the tool body reports it.
         """
-        if not can_ask(ctx) or name_problem(topic):
+        if not can_ask(ctx) or name_problem(topic) or self.guardrails.console_only(topic):
             return []
         return self.guardrails.confirming_patterns(topic)
 
@@ -150,6 +162,85 @@ class PublishGate:
             needs_approval=bool(self.guardrails.confirming_patterns(topic)),
         )
 
+    def needs_approval(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> bool:
+        """Whether this publish must wait in the console's approval queue; raises when a person must
+        agree and none can: the client cannot ask and the console is not served, or the entry says
+        ``"confirm": "console"`` and the console is not served."""
+        if not self.guardrails.confirming_patterns(topic):
+            return False
+        queue = self.runtime.approvals
+        reviewable = queue is not None and queue.reviewable
+        if self.guardrails.console_only(topic):
+            if not reviewable:
+                raise PermissionDenied(
+                    f"{what} needs a person's approval in the operator console, and this server does "
+                    "not serve the console (it comes with the HTTP transport); tell the user"
+                )
+            return True
+        if could_not_ask(confirmed) and reviewable:
+            return True
+        refuse_unless_confirmed(confirmed, what)
+        return False
+
+    async def await_approval(
+        self,
+        ctx: Context[Any, Any],
+        topic: str,
+        data: bytes,
+        qos: int,
+        retain: bool,
+        send: Callable[[], Awaitable[PublishResult]],
+    ) -> PublishResult:
+        """Queue the publish for a person, wait approvals.wait seconds for the decision, and return
+        the publish's result, or a pending result with the approval id; raises when it was refused."""
+        queue = self.runtime.approvals
+        assert queue is not None  # needs_approval said so
+        approval = queue.submit(
+            owner=caller_owner(ctx),
+            caller=caller_name(ctx),
+            topic=topic,
+            qos=qos,
+            retain=retain,
+            payload=data,
+            send=send,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(approval.settled.wait(), self.runtime.config.approvals.wait)
+        if approval.status == "approved":  # being published: wait for it (the broker bounds it)
+            await approval.settled.wait()
+        if approval.status == "published" and isinstance(approval.result, PublishResult):
+            return approval.result.model_copy(update={"approval_id": approval.id, "status": "published"})
+        if approval.status == "failed" and approval.error is not None:
+            raise approval.error
+        if approval.status in ("rejected", "expired"):
+            raise PermissionDenied(refusal_text(approval))
+        left = max(approval.expires - time.time(), 0)
+        return PublishResult(
+            topic=topic,
+            qos=qos,
+            retain=retain,
+            bytes=len(data),
+            approval_id=approval.id,
+            status="pending",
+            notes=[
+                "a person must approve this publish in the operator console; nothing has been sent "
+                f"yet. Call mqtt_approval with approval_id to learn the outcome; it expires in {left:.0f} s "
+                "if nobody decides"
+            ],
+        )
+
+    def counted(
+        self, topic: str, send: Callable[[], Awaitable[PublishResult]]
+    ) -> Callable[[], Awaitable[PublishResult]]:
+        """`send`, counted against the rate limits when it runs (an approval may come much later)."""
+
+        async def counted_send() -> PublishResult:
+            if (refused := self.guardrails.take(topic)) is not None:
+                raise refused
+            return await send()
+
+        return counted_send
+
     def release(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> None:
         """The last word before sending: the person's answer when one was needed, then the rate limit,
         which counts this publish. Returns when it may be sent; raises the refusal otherwise."""
@@ -157,6 +248,19 @@ class PublishGate:
             refuse_unless_confirmed(confirmed, what)
         if (refused := self.guardrails.take(topic)) is not None:
             raise refused
+
+
+def refusal_text(approval: Approval) -> str:
+    """Why a rejected or expired approval was not published, as the agent reads it."""
+    if approval.status == "rejected":
+        return (
+            f"{approval.decided_by or 'a person'} rejected publishing to {approval.topic!r} in the "
+            "operator console; do not try again unless the user asks you to"
+        )
+    return (
+        f"nobody approved publishing to {approval.topic!r} in the operator console within "
+        "approvals.ttl, so it expired and was not sent; tell the user"
+    )
 
 
 def _property_problem(content_type: str | None, user_properties: list[tuple[str, str]] | None) -> str | None:

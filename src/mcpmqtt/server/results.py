@@ -9,6 +9,7 @@ exception with its own words.
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, ConfigDict, Field
@@ -82,6 +83,25 @@ class PublishResult(_Result):
         exclude_if=_absent,
         description='With approval_id: "pending" (not yet decided, nothing sent) or "published".',
     )
+
+
+class ApprovalResult(_Result):
+    approval_id: str
+    status: Literal["pending", "approved", "published", "failed", "rejected", "expired"] = Field(
+        description="pending: nobody decided yet; approved: being published; published: sent (see "
+        "result); failed: approved but the publish failed (see error); rejected: a person said no; "
+        "expired: nobody decided within approvals.ttl. Only published sent anything."
+    )
+    topic: str
+    qos: int
+    retain: bool
+    bytes: int
+    requested_at: str
+    expires_at: str | None = Field(default=None, exclude_if=_absent, description="While pending.")
+    decided_by: str | None = Field(default=None, exclude_if=_absent)
+    decided_at: str | None = Field(default=None, exclude_if=_absent)
+    result: PublishResult | None = Field(default=None, exclude_if=_absent)
+    error: str | None = Field(default=None, exclude_if=_absent)
 
 
 class SubscribeResult(_Result):

@@ -157,6 +157,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         topic: Topic,
         payload: Payload,
         confirmed: Annotated[ElicitationResult[Confirmation], Resolve(gate.ask_publish)],
+        ctx: Context[Any, Any],
         qos: Qos = 0,
         retain: bool = False,
         payload_encoding: Encoding = "utf-8",
@@ -190,12 +191,19 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         data = gate.check_publish(topic, payload, payload_encoding, content_type, user_properties)
         if dry_run:
             return ok_result(gate.dry_run(topic, data, qos, retain))
-        gate.release(topic, confirmed, f"publishing to {topic!r}")
         properties, notes = publish_properties(broker.protocol, content_type, user_properties, message_expiry)
-        await broker.publish(topic, data, qos=qos, retain=retain, properties=properties)
-        return ok_result(
-            PublishResult(topic=topic, qos=qos, retain=retain, bytes=len(data), notes=notes or None)
-        )
+
+        async def send() -> PublishResult:
+            await broker.publish(topic, data, qos=qos, retain=retain, properties=properties)
+            return PublishResult(topic=topic, qos=qos, retain=retain, bytes=len(data), notes=notes or None)
+
+        what = f"publishing to {topic!r}"
+        if gate.needs_approval(topic, confirmed, what):
+            return ok_result(
+                await gate.await_approval(ctx, topic, data, qos, retain, gate.counted(topic, send))
+            )
+        gate.release(topic, confirmed, what)
+        return ok_result(await send())
 
     @server.tool(
         description=SUBSCRIBE_DESCRIPTION,
