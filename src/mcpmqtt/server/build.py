@@ -26,7 +26,7 @@ from mcpmqtt.server.approval_tool import register_approval_tool
 from mcpmqtt.server.approvals import ApprovalQueue
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
-from mcpmqtt.server.events import EventHub
+from mcpmqtt.server.events import EventHub, TopicChanges
 from mcpmqtt.server.labels import UNTRUSTED
 from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
@@ -79,6 +79,10 @@ class McpMqttServer(MCPServer[Any]):
         self.audit = audit
         self.events = EventHub()
         """Every finished tool call, for the console and the demo's terminal (no payloads)."""
+        self.live_state: LiveState | None = None
+        """The last value of every readable topic (None when live_state is off), for the console."""
+        self.topic_changes = TopicChanges()
+        """Told of every change of the live state, on the message path (keep listeners O(1))."""
         self._arguments: dict[str, frozenset[str]] | None = None
 
     async def call_tool(
@@ -156,9 +160,8 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     bus = InMemorySubscriptionBus()
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
-    state = (
-        LiveState(live.max_topics, live.max_payload_bytes, notifier.topic_changed) if live.enabled else None
-    )
+    topic_changes = TopicChanges(notifier.topic_changed)
+    state = LiveState(live.max_topics, live.max_payload_bytes, topic_changes) if live.enabled else None
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
@@ -188,6 +191,7 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
         lifespan=lifespan,
         subscriptions=bus,
     )
+    server.live_state, server.topic_changes = state, topic_changes
     register_tools(server, runtime)
     register_resources(server, runtime)
     register_prompts(server, runtime)

@@ -48,11 +48,11 @@ class ToolEvent:
 class Subscription:
     """One reader's bounded queue of events: when it is full, new events are dropped and counted."""
 
-    def __init__(self, hub: EventHub, capacity: int) -> None:
+    def __init__(self, hub: EventHub, capacity: int, wake: asyncio.Event | None) -> None:
         self._hub = hub
         self._events: deque[ToolEvent] = deque()
         self._capacity = capacity
-        self._ready = asyncio.Event()
+        self._ready = wake or asyncio.Event()
         self.dropped = 0
 
     def offer(self, event: ToolEvent) -> None:
@@ -88,8 +88,12 @@ class EventHub:
         self._subscriptions: set[Subscription] = set()
         self._callbacks: list[Callable[[ToolEvent], None]] = []
 
-    def subscribe(self, capacity: int = _SUBSCRIBER_CAPACITY) -> Subscription:
-        subscription = Subscription(self, capacity)
+    def subscribe(
+        self, capacity: int = _SUBSCRIBER_CAPACITY, wake: asyncio.Event | None = None
+    ) -> Subscription:
+        """A new reader; `wake` is set with each event instead of an event of its own (a reader that
+        waits for several sources at once)."""
+        subscription = Subscription(self, capacity, wake)
         self._subscriptions.add(subscription)
         return subscription
 
@@ -138,6 +142,25 @@ class EventHub:
                 outcome = "ok"
         topic = next((arguments[k] for k in _TOPIC_ARGUMENTS if isinstance(arguments.get(k), str)), None)
         self.publish(ToolEvent(time.time(), caller_name(context), tool, topic, decision, outcome))
+
+
+class TopicChanges:
+    """The live state's one listener, fanned out: resource notifications, and the console's streams.
+
+    Runs on the per-message path: each listener must be a few dict or set operations.
+    """
+
+    def __init__(self, *listeners: Callable[[str, bool], None]) -> None:
+        self._listeners = list(listeners)
+
+    def __call__(self, topic: str, is_new: bool) -> None:
+        for listener in self._listeners:
+            listener(topic, is_new)
+
+    def listen(self, listener: Callable[[str, bool], None]) -> Callable[[], None]:
+        """Call `listener` with (topic, is_new_topic) after every change; returns the stopping function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
 
 def caller_name(context: Context[Any, Any] | None) -> str:

@@ -55,6 +55,7 @@ from mcpmqtt.logs import REQUEST_ID
 from mcpmqtt.server.build import McpMqttServer
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.transports.auth import build_verifier
+from mcpmqtt.transports.console import CONSOLE_PATH, Console
 
 log = logging.getLogger(__name__)
 
@@ -251,10 +252,16 @@ class _Router:
     and Origin pass, to the (authenticated) MCP app."""
 
     def __init__(
-        self, mcp: ASGIApp, protected: ASGIApp, public: Starlette, security: TransportSecuritySettings
+        self,
+        mcp: ASGIApp,
+        protected: ASGIApp,
+        public: Starlette,
+        security: TransportSecuritySettings,
+        console: ASGIApp,
     ):
         self.mcp = mcp
         self.protected = protected
+        self.console = console
         self.public = public
         self.public_paths = frozenset(route.path for route in public.routes if isinstance(route, Route))
         self.guard = TransportSecurityMiddleware(security)
@@ -268,6 +275,8 @@ class _Router:
             await send({"type": "websocket.close"})  # no WebSocket endpoint here
         elif (refusal := await self.guard.validate_request(Request(scope), is_post=False)) is not None:
             await refusal(scope, receive, send)
+        elif scope["path"] == CONSOLE_PATH or scope["path"].startswith(CONSOLE_PATH + "/"):
+            await self.console(scope, receive, send)  # its own sign-in: a session cookie, not a bearer
         else:
             await self.protected(scope, receive, send)
 
@@ -319,7 +328,15 @@ def build_app(
             RequireAuthMiddleware(AuthContextMiddleware(mcp), scopes, metadata_url),
             backend=BearerAuthBackend(verifier),
         )
-    router = _Router(mcp, _Graceful(protected, shutdown, transport), Starlette(routes=public), security)
+    console = Console(server, verifier, settings).app() if isinstance(server, McpMqttServer) else None
+    router = _Router(
+        mcp,
+        _Graceful(protected, shutdown, transport),
+        Starlette(routes=public),
+        security,
+        # Its event streams end as soon as shutdown begins, like the idle streams of Streamable HTTP.
+        _Graceful(console or Starlette(), shutdown, "http"),
+    )
     return _RequestIds(router)
 
 
