@@ -165,7 +165,7 @@ class Console:
         if request.method == "GET":
             session = self._signed_in(request)
             if session is None:
-                return _json({"signed_in": False, "needs_key": self.verifier is not None}, 401)
+                return _json({"signed_in": False, "needs_key": self.verifier is not None})
             return _json(self._describe(session))
         if not _same_origin(request):
             return _refuse(403, "the request must come from this console's own page (Origin)")

@@ -46,7 +46,7 @@ async function api(path, method, body) {
 
 async function start() {
   const current = await api("/session");
-  if (current.ok) return signedIn(current.data);
+  if (current.data.signed_in) return signedIn(current.data);
   if (current.data.needs_key) return askForKey("");
   const opened = await api("/session", "POST", {});
   if (opened.ok) return signedIn(opened.data);
@@ -206,7 +206,8 @@ function sparkline(holder, points) {
 // ---- the feed of tool calls -------------------------------------------------------------------
 
 function showCall(call) {
-  const item = el("li", "call " + call.decision);
+  const item = el("li", "call");
+  item.classList.add(call.decision, call.outcome.replace(/[^a-z_]/g, "_"));
   item.append(
     el("span", "time", clock(call.at)),
     el("span", "caller", call.caller),
