@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
-from devices import raw_client
+from devices import raw_client, responder
 from mcp.client import Client
 from mcp_client import MODES, error_text, structured, write_config
 from mosquitto import Mosquitto
@@ -38,6 +38,7 @@ def topics() -> list[dict[str, Any]]:
         {"pattern": f"{ROOT}/door/#", "permissions": ["write"], "confirm": True},
         {"pattern": f"{ROOT}/vault/#", "permissions": ["write"], "confirm": "console"},
         {"pattern": f"{ROOT}/slow/#", "permissions": ["write"], "confirm": True, "rate_limit": "1/hour"},
+        {"pattern": f"{ROOT}/printer/request", "permissions": ["write"], "confirm": True},
     ]
 
 
@@ -322,3 +323,24 @@ async def test_no_approval_tool_without_confirm_topics(broker: Mosquitto, tmp_pa
     config, _ = write_config(tmp_path, broker)
     async with connect(config, "auto") as client:
         assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS
+
+
+async def test_a_query_request_waits_for_approval_and_the_reply_comes_with_the_outcome(
+    served: Served, broker: Mosquitto
+) -> None:
+    async with responder(broker, f"{ROOT}/printer/request") as requests:
+        pending = structured(
+            await served.client.call_tool(
+                "mqtt_query",
+                {"request_topic": f"{ROOT}/printer/request", "payload": "status", "timeout": 5},
+            )
+        )
+        assert pending["status"] == "pending"
+        assert pending["response"] is None
+        assert "sending a request to" in pending["notes"][0]
+        assert requests == []  # nothing sent before the approval
+        decided = await served.queue.decide(pending["approval_id"], "approve", "ops")
+        assert decided.status == "published"
+        outcome = await served.approval(pending["approval_id"])
+    assert outcome["result"]["response"]["payload"] == "re:status"
+    assert [message.payload for message in requests] == [b"status"]

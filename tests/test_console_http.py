@@ -14,7 +14,7 @@ import pytest
 from console_server import ConsoleServer, start_console_server, stream_events
 from devices import raw_client
 from http_server import ServerProcess, config_for, http_client
-from mcp_client import structured
+from mcp_client import error_text, structured
 from mosquitto import Mosquitto
 from server_config import unique_root
 
@@ -197,3 +197,17 @@ async def test_a_mcp_bearer_token_does_not_open_the_console(served: ConsoleServe
         served.console + "/events", headers={"authorization": f"Bearer {served.keys['ops']}"}
     )
     assert response.status_code == 401
+
+
+async def test_only_the_key_that_asked_may_learn_an_approvals_outcome(served: ConsoleServer) -> None:
+    approval_id = await queue_publish(served, "door/owned", "unlock")
+    async with http_client(served.process.url, served.keys["viewer"]) as other:
+        refused = await other.call_tool("mqtt_approval", {"approval_id": approval_id})
+        assert error_text(refused).startswith(
+            f"invalid argument: there is no approval {approval_id!r} of yours"
+        )
+    async with http_client(served.process.url, served.keys["agent"]) as owner:
+        assert (
+            structured(await owner.call_tool("mqtt_approval", {"approval_id": approval_id}))["status"]
+            == "pending"
+        )

@@ -13,7 +13,7 @@ from mcpmqtt.server.approvals import Approval, ApprovalQueue
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.events import caller_owner
 from mcpmqtt.server.labels import labelled
-from mcpmqtt.server.results import ApprovalResult, PublishResult, ok_result
+from mcpmqtt.server.results import ApprovalResult, PublishResult, QueryResult, ok_result
 
 APPROVAL_DESCRIPTION = (
     "Learn the outcome of a publish that waits for a person's approval in the operator console: give "
@@ -26,7 +26,7 @@ APPROVAL_DESCRIPTION = (
 
 def approval_result(approval: Approval) -> ApprovalResult:
     """What mqtt_approval reports of one approval."""
-    result = approval.result if isinstance(approval.result, PublishResult) else None
+    result = approval.result if isinstance(approval.result, PublishResult | QueryResult) else None
     return ApprovalResult(
         approval_id=approval.id,
         status=approval.status,

@@ -42,6 +42,8 @@ class Approval:
     owner: str
     """Whose it is (see events.caller_owner): only they may ask mqtt_approval about it."""
     caller: str
+    action: str
+    """What waits, in words: "publishing to 'doors/front'" or "sending a request to '…'"."""
     topic: str
     qos: int
     retain: bool
@@ -92,6 +94,7 @@ class ApprovalQueue:
         *,
         owner: str,
         caller: str,
+        action: str,
         topic: str,
         qos: int,
         retain: bool,
@@ -110,6 +113,7 @@ class ApprovalQueue:
             id=secrets.token_urlsafe(12),
             owner=owner,
             caller=caller,
+            action=action,
             topic=topic,
             qos=qos,
             retain=retain,

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Elicit
+from pydantic import BaseModel
 
 from mcpmqtt.errors import InvalidArgument, InvalidTopic, McpMqttError, PayloadTooLarge, PermissionDenied
 from mcpmqtt.mqtt import PublishProperties
@@ -29,6 +30,7 @@ from mcpmqtt.server.events import caller_name, caller_owner
 from mcpmqtt.server.results import PublishResult
 
 _PREVIEW_BYTES = 300
+R = TypeVar("R", bound=BaseModel)
 
 
 class PublishGate:
@@ -185,19 +187,22 @@ class PublishGate:
     async def await_approval(
         self,
         ctx: Context[Any, Any],
+        action: str,
         topic: str,
         data: bytes,
         qos: int,
         retain: bool,
-        send: Callable[[], Awaitable[PublishResult]],
-    ) -> PublishResult:
-        """Queue the publish for a person, wait approvals.wait seconds for the decision, and return
-        the publish's result, or a pending result with the approval id; raises when it was refused."""
+        send: Callable[[], Awaitable[R]],
+        pending: Callable[[Approval, str], R],
+    ) -> R:
+        """Queue the publish (or request) for a person, wait approvals.wait seconds for the decision,
+        and return what `send` returned, or `pending(approval, note)`; raises when it was refused."""
         queue = self.runtime.approvals
         assert queue is not None  # needs_approval said so
         approval = queue.submit(
             owner=caller_owner(ctx),
             caller=caller_name(ctx),
+            action=action,
             topic=topic,
             qos=qos,
             retain=retain,
@@ -206,35 +211,27 @@ class PublishGate:
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(approval.settled.wait(), self.runtime.config.approvals.wait)
-        if approval.status == "approved":  # being published: wait for it (the broker bounds it)
+        if approval.status == "approved":  # being sent: wait for it (the broker and timeout bound it)
             await approval.settled.wait()
-        if approval.status == "published" and isinstance(approval.result, PublishResult):
-            return approval.result.model_copy(update={"approval_id": approval.id, "status": "published"})
+        if approval.status == "published" and approval.result is not None:
+            update = {"approval_id": approval.id, "status": "published"}
+            return cast(R, approval.result.model_copy(update=update))
         if approval.status == "failed" and approval.error is not None:
             raise approval.error
         if approval.status in ("rejected", "expired"):
             raise PermissionDenied(refusal_text(approval))
         left = max(approval.expires - time.time(), 0)
-        return PublishResult(
-            topic=topic,
-            qos=qos,
-            retain=retain,
-            bytes=len(data),
-            approval_id=approval.id,
-            status="pending",
-            notes=[
-                "a person must approve this publish in the operator console; nothing has been sent "
-                f"yet. Call mqtt_approval with approval_id to learn the outcome; it expires in {left:.0f} s "
-                "if nobody decides"
-            ],
+        note = (
+            f"a person must approve {action} in the operator console; nothing has been sent yet. Call "
+            f"mqtt_approval with approval_id to learn the outcome; it expires in {left:.0f} s if nobody "
+            "decides"
         )
+        return pending(approval, note)
 
-    def counted(
-        self, topic: str, send: Callable[[], Awaitable[PublishResult]]
-    ) -> Callable[[], Awaitable[PublishResult]]:
+    def counted(self, topic: str, send: Callable[[], Awaitable[R]]) -> Callable[[], Awaitable[R]]:
         """`send`, counted against the rate limits when it runs (an approval may come much later)."""
 
-        async def counted_send() -> PublishResult:
+        async def counted_send() -> R:
             if (refused := self.guardrails.take(topic)) is not None:
                 raise refused
             return await send()
@@ -251,15 +248,15 @@ class PublishGate:
 
 
 def refusal_text(approval: Approval) -> str:
-    """Why a rejected or expired approval was not published, as the agent reads it."""
+    """Why a rejected or expired approval was not sent, as the agent reads it."""
     if approval.status == "rejected":
         return (
-            f"{approval.decided_by or 'a person'} rejected publishing to {approval.topic!r} in the "
-            "operator console; do not try again unless the user asks you to"
+            f"{approval.decided_by or 'a person'} rejected {approval.action} in the operator console; "
+            "do not try again unless the user asks you to"
         )
     return (
-        f"nobody approved publishing to {approval.topic!r} in the operator console within "
-        "approvals.ttl, so it expired and was not sent; tell the user"
+        f"nobody approved {approval.action} in the operator console within approvals.ttl, so it "
+        "expired and was not sent; tell the user"
     )
 
 

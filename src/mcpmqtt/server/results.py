@@ -85,25 +85,6 @@ class PublishResult(_Result):
     )
 
 
-class ApprovalResult(_Result):
-    approval_id: str
-    status: Literal["pending", "approved", "published", "failed", "rejected", "expired"] = Field(
-        description="pending: nobody decided yet; approved: being published; published: sent (see "
-        "result); failed: approved but the publish failed (see error); rejected: a person said no; "
-        "expired: nobody decided within approvals.ttl. Only published sent anything."
-    )
-    topic: str
-    qos: int
-    retain: bool
-    bytes: int
-    requested_at: str
-    expires_at: str | None = Field(default=None, exclude_if=_absent, description="While pending.")
-    decided_by: str | None = Field(default=None, exclude_if=_absent)
-    decided_at: str | None = Field(default=None, exclude_if=_absent)
-    result: PublishResult | None = Field(default=None, exclude_if=_absent)
-    error: str | None = Field(default=None, exclude_if=_absent)
-
-
 class SubscribeResult(_Result):
     topic: str = Field(description="The filter that was subscribed.")
     messages: list[Message]
@@ -137,12 +118,32 @@ class ReadResult(_Result):
 
 class QueryResult(_Result):
     request_topic: str
-    response_topic: str = Field(
-        description="Where the reply was expected (given, or the server's private one)."
+    response_topic: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Where the reply was expected (given, or the server's private one); absent while "
+        "the request waits for approval.",
     )
-    correlation_id: str = Field(description="The MQTT 5 Correlation Data sent with the request, as text.")
+    correlation_id: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="The MQTT 5 Correlation Data sent with the request, as text; absent while the "
+        "request waits for approval.",
+    )
     response: Message | None
     timed_out: bool
+    approval_id: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Present when a person must approve this request in the operator console: ask "
+        "mqtt_approval with this id for the outcome (and the reply).",
+    )
+    status: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='With approval_id: "pending" (not yet decided, nothing sent) or "published".',
+    )
+    notes: list[str] | None = Field(default=None, exclude_if=_absent)
 
 
 class TopicSummary(_Result):
@@ -170,3 +171,24 @@ class LastResult(_Result):
         default=False, description="True when the payload was longer than the live state keeps."
     )
     note: str | None = Field(default=None, exclude_if=_absent)
+
+
+class ApprovalResult(_Result):
+    approval_id: str
+    status: Literal["pending", "approved", "published", "failed", "rejected", "expired"] = Field(
+        description="pending: nobody decided yet; approved: being published; published: sent (see "
+        "result); failed: approved but the publish failed (see error); rejected: a person said no; "
+        "expired: nobody decided within approvals.ttl. Only published sent anything."
+    )
+    topic: str
+    qos: int
+    retain: bool
+    bytes: int
+    requested_at: str
+    expires_at: str | None = Field(default=None, exclude_if=_absent, description="While pending.")
+    decided_by: str | None = Field(default=None, exclude_if=_absent)
+    decided_at: str | None = Field(default=None, exclude_if=_absent)
+    result: PublishResult | QueryResult | None = Field(
+        default=None, exclude_if=_absent, description="Once sent: what mqtt_publish or mqtt_query returned."
+    )
+    error: str | None = Field(default=None, exclude_if=_absent)

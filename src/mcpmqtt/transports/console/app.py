@@ -356,6 +356,7 @@ def _approval(approval: Approval) -> dict[str, Any]:
     preview, encoding = decode_payload(approval.payload[:_PREVIEW_BYTES])
     return {
         "id": approval.id,
+        "action": approval.action,
         "topic": approval.topic,
         "qos": approval.qos,
         "retain": approval.retain,

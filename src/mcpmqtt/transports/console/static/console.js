@@ -237,7 +237,8 @@ function showApproval(approval) {
     el("span", "meta", "QoS " + approval.qos + (approval.retain ? ", retained" : "") + " · " + approval.bytes + " bytes")
   );
   const payload = el("pre", "payload", (approval.encoding === "base64" ? "base64: " : "") + approval.preview);
-  const who = el("div", "meta", "asked by " + approval.caller + " at " + clock(approval.created));
+  const kind = approval.action.startsWith("sending a request") ? "a request (mqtt_query)" : "a publish";
+  const who = el("div", "meta", kind + " asked by " + approval.caller + " at " + clock(approval.created));
   const status = el("div", "status", statusText(approval));
   item.replaceChildren(head, payload, who, status);
   if (approval.status === "pending" && state.mayApprove) {
