@@ -164,14 +164,23 @@ class ApprovalQueue:
             return approval
         approval.status = "approved"
         self._changed(approval)
+        # A task of its own, shielded: a decider that goes away (a closed page, a cancelled request)
+        # must not leave the approval half sent and never settled.
+        await asyncio.shield(asyncio.ensure_future(self._send(approval)))
+        return approval
+
+    async def _send(self, approval: Approval) -> None:
         try:
             approval.result = await approval.send()
         except McpMqttError as exc:
             approval.error = exc
             self._settle(approval, "failed")
+        except BaseException:
+            log.exception("the approved %s failed", approval.action)
+            self._settle(approval, "failed")
+            raise
         else:
             self._settle(approval, "published")
-        return approval
 
     def _expire(self, approval: Approval) -> None:
         if approval.status == "pending":

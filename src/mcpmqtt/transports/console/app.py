@@ -85,6 +85,8 @@ class _Stream:
     calls: Subscription
     topics: set[str] = field(default_factory=set)
     approvals: set[str] = field(default_factory=set)
+    readable: dict[str, bool] = field(default_factory=dict)
+    """Whether the viewer may read each topic, decided once per topic (the allowlist is fixed)."""
 
 
 class Console:
@@ -253,13 +255,16 @@ class Console:
         session = self.sessions.get(session_id)
         if session_id is None or session is None:
             return _refuse(401, "sign in first")
+        headers = {**HEADERS, "x-accel-buffering": "no"}
+        return StreamingResponse(
+            self._run(session_id, session), media_type="text/event-stream", headers=headers
+        )
+
+    async def _run(self, session_id: str, session: ConsoleSession) -> AsyncIterator[bytes]:
+        # Registered here, when the response starts, so that the `finally` always unregisters it.
         wake = asyncio.Event()
         stream = _Stream(session_id, session, wake, self.server.events.subscribe(_STREAM_CALLS, wake))
         self._streams.add(stream)
-        headers = {**HEADERS, "x-accel-buffering": "no"}
-        return StreamingResponse(self._run(stream), media_type="text/event-stream", headers=headers)
-
-    async def _run(self, stream: _Stream) -> AsyncIterator[bytes]:
         try:
             yield _event("snapshot", self._snapshot(stream.session))
             dropped = 0
@@ -274,7 +279,7 @@ class Console:
                 topics, stream.topics = stream.topics, set()
                 approvals, stream.approvals = stream.approvals, set()
                 calls = stream.calls.take()
-                if topics and (values := self._topics(stream.session, sorted(topics))):
+                if topics and (values := self._topics(stream.session, sorted(topics), stream.readable)):
                     yield _event("topics", values)
                 if visible_calls := [_call(c) for c in calls if _shows(stream.session, c.topic)]:
                     yield _event("calls", visible_calls)
@@ -309,14 +314,19 @@ class Console:
             "notices": notices,
         }
 
-    def _topics(self, session: ConsoleSession, topics: Sequence[str]) -> list[dict[str, Any]]:
+    def _topics(
+        self, session: ConsoleSession, topics: Sequence[str], readable: dict[str, bool] | None = None
+    ) -> list[dict[str, Any]]:
         state = self.server.live_state
         if state is None:
             return []
+        known = {} if readable is None else readable
         values = []
         for topic in topics:
-            entry = state.get(topic)
-            if entry is not None and session.allowlist.readable(topic):
+            allowed = known.get(topic)
+            if allowed is None:
+                allowed = known[topic] = session.allowlist.readable(topic)
+            if allowed and (entry := state.get(topic)) is not None:
                 values.append(self._topic(topic, entry))
         return values
 
