@@ -35,6 +35,7 @@ from mcpmqtt.server.prompts import register_prompts
 from mcpmqtt.server.resources import register_resources
 from mcpmqtt.server.results import error_result
 from mcpmqtt.server.tools import register_tools
+from mcpmqtt.server.topics_app import topics_app
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
         version=__version__,
         lifespan=lifespan,
         subscriptions=bus,
+        extensions=[topics_app()] if state is not None else [],
     )
     server.live_state, server.topic_changes = state, topic_changes
     register_tools(server, runtime)
