@@ -14,7 +14,8 @@ does, in this process):
 2. firehose: `--messages` messages as fast as the broker takes them (bench_firehose.py's publisher,
    in its own process), then one marker message; the ingest rate is messages / (marker seen by the
    server, asked with mqtt_last every 20 ms, - first message sent), checked complete by the live
-   state's per-topic counts.
+   state's per-topic counts; and the server's CPU time per message meanwhile, which the machine's
+   other load moves less than the rate.
 
 Prints the figures and the ratios; writes bench/results/console.json.
 """
@@ -165,7 +166,11 @@ def run(
             figures["topics_current_after_1s"] = (
                 f"{sum(reader.values.get(t) == v for t, v in last.items())} of {len(last)}"
             )
+        cpu_before = process.cpu_times()
         figures["firehose"] = firehose(server, broker.host, broker.port, args.messages, args.topics)
+        cpu_after = process.cpu_times()
+        cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        figures["firehose"]["server_cpu_us_per_message"] = cpu / args.messages * 1e6
         if reader is not None:
             reader.stop.set()
         return figures
@@ -201,6 +206,10 @@ def main() -> None:
         "steady_lag_max": max(r["lag_max"] for r in runs[True]),
         "firehose_rate_median": {"without_console": plain_rate, "with_console": console_rate},
         "firehose_rate_drop": 1 - console_rate / plain_rate,
+        "firehose_server_cpu_per_message_ratio": statistics.median(
+            r["firehose"]["server_cpu_us_per_message"] for r in runs[True]
+        )
+        / statistics.median(r["firehose"]["server_cpu_us_per_message"] for r in runs[False]),
     }
     out = ROOT / "bench" / "results" / "console.json"
     out.parent.mkdir(exist_ok=True)
