@@ -29,7 +29,7 @@ from mcpmqtt.config.http import ApiKey, OAuthSettings
 from mcpmqtt.rules.grants import Grant, grant_problems, narrow
 from mcpmqtt.rules.policy import Allowlist, Permission, Rule
 from mcpmqtt.transports import auth
-from mcpmqtt.transports.auth import Access, ApiKeyVerifier, JwtVerifier
+from mcpmqtt.transports.auth import CLIENT_ADDRESS, Access, ApiKeyVerifier, JwtVerifier
 
 pytestmark = pytest.mark.anyio
 
@@ -418,3 +418,20 @@ def test_a_jwks_file_that_is_no_key_set_is_an_error(tmp_path: pathlib.Path) -> N
         JwtVerifier(oauth, PLANT)
     with pytest.raises(ValueError, match="cannot read the JWKS file"):
         JwtVerifier(oauth.model_copy(update={"jwks_file": tmp_path / "missing.json"}), PLANT)
+
+
+async def test_a_flood_of_new_tokens_from_one_client_is_refused_unchecked_past_its_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = apikeys.new_key()
+    verifier = ApiKeyVerifier([_key("k", key)], PLANT)
+    checked: list[str] = []
+    original = apikeys.KeyHash.matches
+    monkeypatch.setattr(apikeys.KeyHash, "matches", lambda self, k: checked.append(k) or original(self, k))
+    CLIENT_ADDRESS.set("192.0.2.1")
+    flood = [apikeys.new_key() for _ in range(20)]
+    results = await asyncio.gather(*(verifier.verify_token(token) for token in [*flood, key]))
+    assert results == [None] * 21
+    assert len(checked) == 10  # two checked at once, eight waiting; the rest refused at once
+    assert key not in checked
+    assert isinstance(await verifier.verify_token(key), Access)  # refused unchecked is not remembered

@@ -73,6 +73,14 @@ def test_check_config_on_the_original_config_exits_0_and_prints_every_pattern(tm
     assert [words[0] for words in pattern_lines] == ORIGINAL_PATTERNS
 
 
+def test_check_config_lists_the_deny_entry_that_fences_the_reply_topics(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"topics": [{"pattern": "#", "permissions": ["read"]}]})
+    done = _run("check-config", "--config", str(path), home=tmp_path)
+    assert done.returncode == 0
+    [line] = [line for line in done.stdout.splitlines() if "mcpmqtt/replies/#" in line]
+    assert "deny read+write" in line and "private reply topics" in line
+
+
 def test_check_config_on_an_invalid_file_exits_2_naming_the_file_and_the_field(tmp_path: Path) -> None:
     path = _write(tmp_path, {"mqtt": {"hots": "broker.local"}, "topics": MINIMAL_TOPICS})
     done = _run("check-config", "--config", str(path), home=tmp_path)

@@ -19,6 +19,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_client import TOOLS, structured
+from support import free_port
 
 from mcpmqtt.demo.config import DEMO_TOPICS
 from mcpmqtt.demo.devices import Printer, Sensor, parse_request
@@ -30,12 +31,6 @@ BROKERS = ["mosquitto", "amqtt"]
 
 ORIGINAL = pathlib.Path(__file__).parent / "fixtures" / "original_config.json"
 DEMO = [sys.executable, "-m", "mcpmqtt", "demo"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Running:

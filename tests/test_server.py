@@ -7,34 +7,16 @@ import base64
 import json
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import pytest
 from devices import raw_client, responder
-from mcp.client import Client
 from mcp_client import MODES, TOOLS, connect, error_text, structured, wait_for_log, write_config
 from mosquitto import Mosquitto
+from support import Served
 
 pytestmark = pytest.mark.anyio
-
-
-@dataclass
-class Served:
-    client: Client
-    client_id: str
-    broker: Mosquitto
-    mode: str
-
-    async def call(self, tool: str, **arguments: Any) -> Any:
-        return await self.client.call_tool(tool, arguments)
-
-    def count(self, kind: str, topic_filter: str) -> int:
-        return self.broker.subscribe_events(self.client_id).count((kind, topic_filter))
-
-    async def subscribed(self, topic_filter: str, before: int) -> None:
-        await wait_for_log(self.broker, self.client_id, "subscribe", topic_filter, before + 1)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -327,7 +309,6 @@ async def test_subscribe_and_read_bad_input(
 
 async def test_query_subscribes_before_it_publishes(served: Served) -> None:
     async with responder(served.broker, "commands/+/request"):
-        await anyio.sleep(0.1)
         result = structured(
             await served.call("mqtt_query", request_topic="commands/printer/request", payload="status")
         )
@@ -339,7 +320,6 @@ async def test_query_subscribes_before_it_publishes(served: Served) -> None:
 
 async def test_query_with_response_topic_needs_read_permission_and_uses_it(served: Served) -> None:
     async with responder(served.broker, "commands/p/request", reply_topic="commands/p/response"):
-        await anyio.sleep(0.1)
         result = structured(
             await served.call(
                 "mqtt_query",

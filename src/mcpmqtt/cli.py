@@ -137,9 +137,10 @@ def _check_config(config: Config, path: str) -> int:
     path_part = mqtt.websocket_path if mqtt.transport == "websockets" else ""
     print(f"config OK: {path}")
     print(f"broker: {scheme}://{mqtt.host}:{mqtt.port}{path_part} (MQTT {mqtt.protocol}{auth})")
-    width = max(len(t.pattern) for t in config.topics)
+    rules = config.allowlist().rules  # the entries, and the deny entry the server adds to fence its replies
+    width = max(len(rule.pattern) for rule in rules)
     print("allowed topics:")
-    for entry in config.topics:
+    for entry in rules:
         perms = ("deny " if entry.deny else "") + "+".join(sorted(entry.permissions))
         line = f"  {entry.pattern:<{width}}  {perms:<10}"
         print(f"{line}  {entry.description}".rstrip())

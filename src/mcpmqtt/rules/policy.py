@@ -175,7 +175,7 @@ class Allowlist:
                 return _denied(
                     PermissionDenied(
                         f"publishing to {topic!r} is refused by the deny pattern "
-                        f"{rule.pattern!r} (deny entries take precedence over write patterns); "
+                        f"{rule.pattern!r}{_about(rule)} (deny entries take precedence over write patterns); "
                         + self._what_is_allowed("write"),
                     )
                 )
@@ -199,8 +199,8 @@ class Allowlist:
                 return _denied(
                     PermissionDenied(
                         f"reading {topic_filter!r} is refused by the deny pattern "
-                        f"{rule.pattern!r}, which covers every topic of that filter (deny entries take "
-                        "precedence over read patterns); " + self._what_is_allowed("read"),
+                        f"{rule.pattern!r}{_about(rule)}, which covers every topic of that filter (deny "
+                        "entries take precedence over read patterns); " + self._what_is_allowed("read"),
                     )
                 )
         decision = (
@@ -274,6 +274,11 @@ class Allowlist:
         if permission == "write":
             return "this server allows no publishing (the allowlist has no write patterns)"
         return "this server allows no subscribing or reading (the allowlist has no read patterns)"
+
+
+def _about(rule: Rule) -> str:
+    """What a deny entry fences off, when its description says: a refusal should say why."""
+    return f" ({rule.description})" if rule.description else ""
 
 
 def _listing(patterns: Sequence[str]) -> str:

@@ -7,13 +7,14 @@ Runtime (config, allowlist, broker).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
@@ -32,6 +33,7 @@ from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
 from mcpmqtt.server.notifier import Notifier
 from mcpmqtt.server.prompts import register_prompts
+from mcpmqtt.server.replays import REQUEST_STATE_TTL, SingleUseRequestState
 from mcpmqtt.server.resources import register_resources
 from mcpmqtt.server.results import error_result
 from mcpmqtt.server.tools import register_tools
@@ -64,6 +66,43 @@ def _describe_validation(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class SharedLifespan:
+    """The broker connection's lifetime, shared by everyone who enters it: the first entry starts it,
+    the last exit stops it, and entries in between cost nothing.
+
+    The SDK enters a server's lifespan once for Streamable HTTP and stdio, but once per connection
+    for the legacy HTTP+SSE transport (`Server.run` per session). Per session, two sessions opened two
+    broker connections with the same client id that took each other over, and the first session to
+    close stopped the connection of all. So the HTTP app holds this for the whole process (from
+    uvicorn's start-up to its shutdown) and each session's entry is a nested one.
+    """
+
+    def __init__(self, connection: Callable[[], AbstractAsyncContextManager[None]]) -> None:
+        self._connection = connection
+        self._holders = 0
+        self._lock = anyio.Lock()
+        self._stack: AsyncExitStack | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """The connection, running while this context is entered (by this holder or another)."""
+        async with self._lock:
+            if self._holders == 0:
+                stack = AsyncExitStack()
+                await stack.enter_async_context(self._connection())
+                self._stack = stack
+            self._holders += 1
+        try:
+            yield None
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._lock:
+                    self._holders -= 1
+                    if self._holders == 0 and self._stack is not None:
+                        stack, self._stack = self._stack, None
+                        await stack.aclose()
+
+
 class McpMqttServer(MCPServer[Any]):
     """MCPServer with the one boundary every tool call passes.
 
@@ -73,11 +112,15 @@ class McpMqttServer(MCPServer[Any]):
     the error that ended it, if any.
     """
 
-    def __init__(self, runtime: Runtime, audit: AuditLog | None, **settings: Any) -> None:
+    def __init__(
+        self, runtime: Runtime, audit: AuditLog | None, lifespan_holder: SharedLifespan, **settings: Any
+    ) -> None:
         super().__init__(**settings)
         self.runtime = runtime
         """For the HTTP app: the auth config, the allowlist, readiness."""
         self.audit = audit
+        self.lifespan_holder = lifespan_holder
+        """For the HTTP app: holds the broker connection for the whole process."""
         self.events = EventHub()
         """Every finished tool call, for the console and the demo's terminal (no payloads)."""
         self.live_state: LiveState | None = None
@@ -162,10 +205,14 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
     topic_changes = TopicChanges(notifier.topic_changed)
-    state = LiveState(live.max_topics, live.max_payload_bytes, topic_changes) if live.enabled else None
+    state = (
+        LiveState(live.max_topics, live.max_payload_bytes, topic_changes, config.mqtt.reply_topic_prefix)
+        if live.enabled
+        else None
+    )
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
+    async def connection() -> AsyncIterator[None]:
         if audit is not None:
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
@@ -182,17 +229,26 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
                 if audit is not None:  # write out the queued records; close() bounds its wait too
                     await asyncio.to_thread(audit.close)
 
+    shared = SharedLifespan(connection)
+
+    def lifespan(_: MCPServer[Any]) -> AbstractAsyncContextManager[None]:
+        return shared.hold()
+
     server = McpMqttServer(
         runtime,
         audit,
+        shared,
         name="mcpmqtt",
         title="MQTT for agents",
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
         subscriptions=bus,
+        request_state_security=RequestStateSecurity.ephemeral(ttl=REQUEST_STATE_TTL),
         extensions=[topics_app()] if state is not None else [],
     )
+    # Outermost, so that it sees the sealed state as the client sent it: one answer, one publish.
+    server.middleware.insert(0, SingleUseRequestState(REQUEST_STATE_TTL))
     server.live_state, server.topic_changes = state, topic_changes
     register_tools(server, runtime)
     register_resources(server, runtime)

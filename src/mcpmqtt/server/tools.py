@@ -49,8 +49,8 @@ READ_DESCRIPTION = (
 QUERY_DESCRIPTION = (
     "Send a request to a device or service and wait for its reply (MQTT request/response). The server"
     " subscribes to the reply topic before it publishes, and sends MQTT 5 Response Topic and "
-    "Correlation Data; replies carrying other correlation data are ignored. response is null if no "
-    "reply came within the timeout."
+    "Correlation Data; on MQTT 5 only a reply that carries that correlation data counts, and a "
+    "retained message never does. response is null if no reply came within the timeout."
     f" {UNTRUSTED}"
 )
 
