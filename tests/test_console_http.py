@@ -4,6 +4,7 @@ sign-in and the session cookie, what a narrowed key sees, and who may approve fr
 A real `mcpmqtt serve` with API keys, the real broker, and the SDK's MCP client as the agent.
 """
 
+import json
 import pathlib
 from collections.abc import Iterator
 from typing import Any
@@ -13,12 +14,15 @@ import httpx2
 import pytest
 from console_server import ConsoleServer, start_console_server, stream_events
 from devices import raw_client
-from http_server import ServerProcess, config_for, http_client
+from http_server import ServerProcess, config_for, free_port, http_client
 from mcp_client import error_text, structured
 from mosquitto import Mosquitto
 from server_config import unique_root
 
+from mcpmqtt.config import parse_config
+from mcpmqtt.server.build import build_server
 from mcpmqtt.transports.console.app import CSP
+from mcpmqtt.transports.http import http_server
 
 pytestmark = pytest.mark.anyio
 ROOT = unique_root()
@@ -211,3 +215,48 @@ async def test_only_the_key_that_asked_may_learn_an_approvals_outcome(served: Co
             structured(await owner.call_tool("mqtt_approval", {"approval_id": approval_id}))["status"]
             == "pending"
         )
+
+
+async def test_history_and_discovery_fill_the_console_through_their_hooks(broker: Mosquitto) -> None:
+    """The providers history (issue 12) and discovery (issue 13) set on the server reach the page:
+    sparkline points with each numeric topic, the device list, and no notice that they are missing."""
+    config = parse_config(
+        config_for(broker, topics=[{"pattern": f"{ROOT}/hooks/#", "permissions": ["read"]}]), "t"
+    )
+    server = build_server(config)
+    server.history_provider = lambda topic: [1.0, 2.0, 3.0] if topic.endswith("/temp") else None
+    server.devices_provider = lambda allowlist: (
+        [{"name": "printer"}] if allowlist.readable(f"{ROOT}/hooks/x") else []
+    )
+    port = free_port()
+    web = http_server(server, "http", "127.0.0.1", port)
+    base = f"http://127.0.0.1:{port}"
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(web.serve)
+        with anyio.fail_after(10):
+            while not web.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+                await anyio.sleep(0.02)
+        async with raw_client(broker) as device:
+            await device.publish(f"{ROOT}/hooks/temp", b"21", qos=1)
+        async with httpx2.AsyncClient(base_url=base, headers={"origin": base}, timeout=10) as client:
+            assert (await client.post("/console/session", json={})).status_code == 200
+            async with client.stream("GET", "/console/events") as response:
+                name, snapshot, history = None, None, None
+                with anyio.fail_after(10):
+                    async for line in response.aiter_lines():
+                        if line.startswith("event: "):
+                            name = line[7:]
+                        elif line.startswith("data: "):
+                            data = json.loads(line[6:])
+                            snapshot = data if name == "snapshot" else snapshot
+                            values = (
+                                data["topics"] if name == "snapshot" else data if name == "topics" else []
+                            )
+                            history = next((v["history"] for v in values if "history" in v), history)
+                            if history is not None:
+                                break
+        web.should_exit = True
+    assert snapshot is not None
+    assert snapshot["devices"] == [{"name": "printer"}]
+    assert not any("sparklines" in notice or "device list" in notice for notice in snapshot["notices"])
+    assert history == [1.0, 2.0, 3.0]

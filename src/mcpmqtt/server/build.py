@@ -7,7 +7,7 @@ Runtime (config, allowlist, broker).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ from mcpmqtt import __version__
 from mcpmqtt.config import Config
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
+from mcpmqtt.rules.policy import Allowlist
 from mcpmqtt.server.approval_tool import register_approval_tool
 from mcpmqtt.server.approvals import ApprovalQueue
 from mcpmqtt.server.audit import AuditLog
@@ -127,6 +128,10 @@ class McpMqttServer(MCPServer[Any]):
         """The last value of every readable topic (None when live_state is off), for the console."""
         self.topic_changes = TopicChanges()
         """Told of every change of the live state, on the message path (keep listeners O(1))."""
+        self.history_provider: Callable[[str], Sequence[float] | None] | None = None
+        """Recent numeric values of a topic, for the console's sparklines; None: no history here."""
+        self.devices_provider: Callable[[Allowlist], list[dict[str, Any]]] | None = None
+        """The devices a viewer's allowlist may see, for the console; None: no discovery here."""
         self._arguments: dict[str, frozenset[str]] | None = None
 
     async def call_tool(

@@ -384,7 +384,8 @@ def build_app(
             backend=BearerAuthBackend(verifier),
         )
     guard = host_origin_guard(host, settings)
-    console = BodyDeadline(Console(server, verifier, settings).app(), settings.body_timeout, _CONSOLE_BODY)
+    view = Console(server, verifier, settings, server.history_provider, server.devices_provider)
+    console = BodyDeadline(view.app(), settings.body_timeout, _CONSOLE_BODY)
     router = _Router(
         lifespan,
         _Graceful(protected, shutdown, transport),
