@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -106,7 +107,7 @@ class Console:
         self.history_provider = history_provider
         self.devices_provider = devices_provider
         self.sessions = Sessions()
-        self.recent: list[ToolEvent] = []
+        self.recent: deque[ToolEvent] = deque(maxlen=_FEED_BACKLOG)
         self._streams: set[_Stream] = set()
         self._assets = {
             path: (files(__package__).joinpath("static", name).read_bytes(), kind)
@@ -118,7 +119,7 @@ class Console:
         queue.reviewable = True  # a person can now decide: publishes nobody can confirm wait here
         queue.listen(self._approval_changed)
         server.topic_changes.listen(self._topic_changed)
-        server.events.on_tool_call(self._remember)
+        server.events.on_tool_call(self.recent.append)
 
     # ---- what the server tells us (on the message path or in a tool call: keep it cheap) ----------
 
@@ -131,11 +132,6 @@ class Console:
         for stream in self._streams:
             stream.approvals.add(approval.id)
             stream.wake.set()
-
-    def _remember(self, event: ToolEvent) -> None:
-        self.recent.append(event)
-        if len(self.recent) > _FEED_BACKLOG:
-            del self.recent[: len(self.recent) - _FEED_BACKLOG]
 
     # ---- the app --------------------------------------------------------------------------------
 
