@@ -112,6 +112,14 @@ async def test_the_hash_is_of_the_bytes_sent_after_base64_decoding(audited: Audi
     assert line["payload_bytes"] == 10 and line["payload_sha256"] == hashlib.sha256(raw).hexdigest()
 
 
+async def test_a_json_value_payload_is_recorded_as_the_json_text_sent(audited: Audited) -> None:
+    before = audited.count()
+    await audited.call("mqtt_publish", topic=f"{ROOT}/lab/j", payload={"command": "status", "t": 21.5})
+    line = await audited.last(before)
+    sent = b'{"command":"status","t":21.5}'
+    assert line["payload_bytes"] == len(sent) and line["payload_sha256"] == hashlib.sha256(sent).hexdigest()
+
+
 @pytest.mark.parametrize(
     ("arguments", "reason"),
     [

@@ -384,6 +384,13 @@ async def test_one_message_answers_at_most_one_query(broker: Mosquitto) -> None:
 # ---- connection loss ----------------------------------------------------------------------------
 
 
+async def test_a_host_that_does_not_resolve_is_named_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    host = f"no-such-broker-{uuid.uuid4().hex[:8]}.invalid"  # .invalid never resolves (RFC 2606)
+    async with running(BrokerSettings(host=host, port=1883, client_id="test-unresolved"), wait=False):
+        await eventually(lambda: "retrying in" in caplog.text)
+    assert f"broker at {host}:1883: cannot connect: " in caplog.text
+
+
 async def test_broker_down_at_start_gives_unavailable_then_recovers(fresh_broker: Mosquitto) -> None:
     await anyio.to_thread.run_sync(fresh_broker.stop)
     async with running(settings(fresh_broker, connect_grace=0.5), wait=False) as adapter:

@@ -158,6 +158,24 @@ def test_http_on_a_non_loopback_address_is_refused_before_it_starts(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--port", "8123"], "mcpmqtt serve: --port applies to HTTP only"),
+        (
+            ["serve", "--transport", "stdio", "--host", "127.0.0.1"],
+            "mcpmqtt serve: --host applies to HTTP only",
+        ),
+        (["serve", "--host", "::1", "--port", "1"], "mcpmqtt serve: --host and --port apply to HTTP only"),
+    ],
+)
+def test_host_or_port_with_stdio_is_refused_not_ignored(tmp_path: Path, args: list[str], says: str) -> None:
+    done = _run(*args, "--config", str(ORIGINAL), home=tmp_path)
+    assert done.returncode == 2
+    assert says in done.stderr and "add --transport http" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
     ("mqtt", "exit_code"),
     [
         pytest.param({"username": "agent", "password": SECRET}, 0, id="valid"),

@@ -1,6 +1,7 @@
 """The stdio transport on the wire: stdout carries only JSON-RPC, and malformed input is survived."""
 
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -142,3 +143,23 @@ async def test_ctrl_c_stops_the_stdio_server_while_stdin_is_still_open(
         while f"Client {client_id} disconnected" not in broker.log_text():  # noqa: ASYNC110
             await anyio.sleep(0.05)
     assert f"Client {client_id} disconnected." in broker.log_text()  # a clean MQTT DISCONNECT
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_stdin_from_dev_null_ends_the_server_at_once(
+    command: str, broker: Mosquitto, tmp_path: pathlib.Path
+) -> None:
+    """`</dev/null` is a character device that the event loop cannot watch: end of input, not a hang."""
+    config, _ = write_config(tmp_path, broker)
+    args = ["--config", str(config)] if command == "serve" else ["demo", "--transport", "stdio"]
+    with open(os.devnull, "rb") as nothing:
+        done = subprocess.run(
+            [sys.executable, "-m", "mcpmqtt", *args],
+            stdin=nothing,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr

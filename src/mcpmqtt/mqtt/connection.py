@@ -241,7 +241,9 @@ class Connection:
             if self._probing_311:  # 3.1.1 did not connect either: the broker is down, not old
                 self._probing_311 = False
                 self._use_v5(True)
-            log.warning("%s; retrying in %.1f s", self._last_error, delay)
+            # Named in full: "Name or service not known" alone does not say which name.
+            where = f"{self.settings.host}:{self.settings.port}"
+            log.warning("broker at %s: %s; retrying in %.1f s", where, self._last_error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
 

@@ -84,12 +84,15 @@ def _denied(error: PermissionDenied | InvalidTopic) -> Decision:
 class Allowlist:
     """The configured rules, and the decisions they imply for publishing, subscribing and delivery."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], scope: str | None = None) -> None:
         """Check every rule now, so that a bad pattern stops the server at start-up, not at first use.
 
+        ``scope`` says whose limit a narrowed allowlist is (``"the API key 'reader' is limited to
+        reading 'sensors/+/temperature'"``), so that a refusal blames the key, not the server.
         Raises ValueError naming the pattern when it is not a valid topic filter, a permission is
         unknown, or a deny pattern is a shared subscription.
         """
+        self.scope = scope
         for rule in rules:
             problem = filter_problem(rule.pattern)
             if problem is not None:
@@ -271,6 +274,8 @@ class Allowlist:
             denied = [rule.pattern for rule in self.rules if rule.deny and permission in rule.permissions]
             except_denied = f" (except topics that {_deny_patterns_match(denied)})" if denied else ""
             return f"{permission} patterns allowed: {_listing(allowed)}{except_denied}"
+        if self.scope is not None:
+            return f"{self.scope}, which allows no {'publishing' if permission == 'write' else 'reading'}"
         if permission == "write":
             return "this server allows no publishing (the allowlist has no write patterns)"
         return "this server allows no subscribing or reading (the allowlist has no read patterns)"

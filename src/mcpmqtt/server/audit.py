@@ -164,7 +164,7 @@ class AuditLog:
         if isinstance(arguments.get("response_topic"), str):
             details["response_topic"] = arguments["response_topic"]
         sent = _payload_bytes(arguments)
-        if self.include_payloads and isinstance(arguments.get("payload"), str):
+        if self.include_payloads and "payload" in arguments:  # as the agent gave it: text or JSON
             details["payload"] = arguments["payload"]
             details["payload_encoding"] = arguments.get("payload_encoding", "utf-8")
         topic = next(
@@ -242,9 +242,11 @@ class AuditLog:
 
 def _payload_bytes(arguments: dict[str, Any]) -> bytes | None:
     """The bytes a publish or query sends, or None when there is no payload or it does not decode."""
-    payload = arguments.get("payload")
+    if "payload" not in arguments:
+        return None
+    payload = arguments["payload"]
     encoding = arguments.get("payload_encoding", "utf-8")
-    if not isinstance(payload, str) or encoding not in ("utf-8", "base64"):
+    if encoding not in ("utf-8", "base64"):
         return None
     try:
         return encode_payload(payload, encoding)

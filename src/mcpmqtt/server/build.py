@@ -23,6 +23,7 @@ from mcpmqtt import __version__
 from mcpmqtt.config import Config
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
+from mcpmqtt.rules.payloads import payload_text
 from mcpmqtt.rules.policy import Allowlist
 from mcpmqtt.server.approval_tool import register_approval_tool
 from mcpmqtt.server.approvals import ApprovalQueue
@@ -65,6 +66,14 @@ def _describe_validation(error: ValidationError) -> str:
             message = f"{message} (got {item['input']!r:.80})"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
+
+
+ToolCallObserver = Callable[[str, dict[str, Any], CallToolResult, McpMqttError | None], None]
+"""Told of every finished tool call: the tool's name, its arguments as given, its result, and the
+error that ended it (a refusal or a failure), if any."""
+
+_PAYLOAD_TOOLS = frozenset({"mqtt_publish", "mqtt_query"})
+"""The tools whose `payload` takes any JSON value."""
 
 
 class SharedLifespan:
@@ -114,7 +123,12 @@ class McpMqttServer(MCPServer[Any]):
     """
 
     def __init__(
-        self, runtime: Runtime, audit: AuditLog | None, lifespan_holder: SharedLifespan, **settings: Any
+        self,
+        runtime: Runtime,
+        audit: AuditLog | None,
+        lifespan_holder: SharedLifespan,
+        on_tool_call: ToolCallObserver | None = None,
+        **settings: Any,
     ) -> None:
         super().__init__(**settings)
         self.runtime = runtime
@@ -122,8 +136,9 @@ class McpMqttServer(MCPServer[Any]):
         self.audit = audit
         self.lifespan_holder = lifespan_holder
         """For the HTTP app: holds the broker connection for the whole process."""
+        self.on_tool_call = on_tool_call
         self.events = EventHub()
-        """Every finished tool call, for the console and the demo's terminal (no payloads)."""
+        """Every finished tool call, for the console (no payloads)."""
         self.live_state: LiveState | None = None
         """The last value of every readable topic (None when live_state is off), for the console."""
         self.topic_changes = TopicChanges()
@@ -144,9 +159,14 @@ class McpMqttServer(MCPServer[Any]):
             error, result = exc, error_result(exc)
         # Recorded here, where every tool call passes, so that no tool needs audit code of its own;
         # a call still waiting for the person's confirmation (InputRequiredResult) has not ended yet.
-        if self.audit is not None and isinstance(result, CallToolResult):
-            self.audit.tool_call(name, arguments, result, error, context)
         if isinstance(result, CallToolResult):
+            if self.audit is not None:
+                self.audit.tool_call(name, arguments, result, error, context)
+            if self.on_tool_call is not None:
+                try:
+                    self.on_tool_call(name, arguments, result, error)
+                except Exception:  # an observer's fault must not change the call's result
+                    log.exception("the tool call observer failed on a %s call", name)
             try:
                 self.events.tool_call(name, arguments, result, error, context)
             except Exception:  # the feed is for watching; the call's result stands
@@ -166,6 +186,10 @@ class McpMqttServer(MCPServer[Any]):
                 f"{name} has no argument {', '.join(map(repr, unknown))}; "
                 f"its arguments are {', '.join(sorted(known))}"
             )
+        if name in _PAYLOAD_TOOLS and not isinstance(arguments.get("payload", ""), str):
+            # A JSON value as payload is sent as its compact JSON text (rules/payloads.payload_text).
+            text = payload_text(arguments["payload"], arguments.get("payload_encoding", "utf-8"))
+            arguments = {**arguments, "payload": text}
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -201,8 +225,13 @@ def broker_settings(config: Config) -> BrokerSettings:
     )
 
 
-def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
-    """The MCP server for one config; the broker connection starts and stops with its lifespan."""
+def build_server(
+    config: Config, broker: Broker | None = None, *, on_tool_call: ToolCallObserver | None = None
+) -> McpMqttServer:
+    """The MCP server for one config; the broker connection starts and stops with its lifespan.
+
+    `on_tool_call` is told of every finished tool call, allowed or refused (the demo prints them).
+    """
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
     approvals = ApprovalQueue(config.approvals.ttl, config.approvals.max_pending, audit)
     runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)), approvals)
@@ -243,6 +272,7 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
         runtime,
         audit,
         shared,
+        on_tool_call,
         name="mcpmqtt",
         title="MQTT for agents",
         instructions=INSTRUCTIONS,

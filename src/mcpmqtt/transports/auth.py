@@ -31,7 +31,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from mcpmqtt.config.apikeys import KeyHash
 from mcpmqtt.config.http import ApiKey, HttpSettings, OAuthSettings
-from mcpmqtt.rules.grants import Grant, narrow
+from mcpmqtt.rules.grants import Grant, limits_of, narrow
 from mcpmqtt.rules.policy import Allowlist
 from mcpmqtt.server.context import Access
 
@@ -47,6 +47,16 @@ _WAITING_IN_ALL = 256
 _JWKS_TIMEOUT = 10.0
 _JWKS_MAX_AGE = 600.0
 _JWKS_MIN_INTERVAL = 30.0
+
+
+refusal: ContextVar[str | None] = ContextVar("mcpmqtt_bearer_refusal", default=None)
+"""Why the bearer token just checked in this context was refused, for the 401 to say (the SDK's
+verifier interface can only answer None)."""
+
+
+def _refused(why: str) -> None:
+    """Note why the token is refused (see `refusal`); the verifier then answers None."""
+    refusal.set(why)
 
 
 class _Lru:
@@ -147,7 +157,8 @@ class ApiKeyVerifier:
 
     def __init__(self, keys: Sequence[ApiKey], allowlist: Allowlist) -> None:
         self._keys: list[tuple[str, KeyHash, Allowlist | None]] = [
-            (key.name, key.key_hash(), _narrowed(allowlist, [key.grant()])) for key in keys
+            (key.name, key.key_hash(), _narrowed(allowlist, key.grant(), f"the API key {key.name!r}"))
+            for key in keys
         ]
         self._approvers = frozenset(key.name for key in keys if key.approve)
         self._secret = secrets.token_bytes(32)
@@ -158,12 +169,15 @@ class ApiKeyVerifier:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         tag = hmac.digest(self._secret, token.encode(), hashlib.sha256)
+        wrong = "the bearer token is not one of this server's API keys"
         if self._rejected.get(tag) is not None:
+            _refused(wrong)
             return None
         entry: tuple[str, Allowlist | None] | None = self._known.get(tag)
         if entry is None:
             entry = await self._check(tag, token)
             if entry is None:
+                _refused(wrong)
                 return None
         name, allowlist = entry
         return Access(
@@ -296,8 +310,13 @@ class JwtVerifier:
                 leeway=settings.leeway,
                 options={"require": ["exp", "iss", "aud"]},
             )
+        except jwt.ExpiredSignatureError:
+            log.info("refused a bearer token: it has expired")
+            _refused("the access token has expired; get a new one from the authorization server")
+            return None
         except jwt.PyJWTError as exc:
             log.info("refused a bearer token: %s", exc)
+            _refused(f"the access token is not valid here: {exc}")
             return None
         scopes = _scopes(claims)
         return Access(
@@ -320,9 +339,16 @@ class JwtVerifier:
         if granted not in self._narrowed:
             # No mapped scope: the allowlist's deny entries and nothing else, so every call is refused
             # with the usual explanation rather than an HTTP error the model cannot read.
-            self._narrowed[granted] = narrow(
-                self._allowlist, [mapping[scope].grant() for scope in sorted(granted)]
-            )
+            grants = [mapping[scope].grant() for scope in sorted(granted)]
+            if granted:
+                limit = " and ".join(limits_of(grant) for grant in grants)
+                holder = f"the token's scopes ({', '.join(sorted(granted))}) limit it to {limit}"
+            else:
+                holder = (
+                    "the token carries none of the scopes that http.oauth.scopes grants "
+                    f"({', '.join(sorted(mapping))})"
+                )
+            self._narrowed[granted] = narrow(self._allowlist, grants, holder)
         return self._narrowed[granted]
 
 
@@ -335,8 +361,11 @@ def _scopes(claims: dict[str, Any]) -> list[str]:
     return [str(s) for s in listed] if isinstance(listed, list) else []
 
 
-def _narrowed(allowlist: Allowlist, grants: list[Grant]) -> Allowlist | None:
-    return narrow(allowlist, grants) if any(grant.narrows for grant in grants) else None
+def _narrowed(allowlist: Allowlist, grant: Grant, holder: str) -> Allowlist | None:
+    """The allowlist of a key holding `grant`, or None when the grant takes nothing away."""
+    if not grant.narrows:
+        return None
+    return narrow(allowlist, [grant], f"{holder} is limited to {limits_of(grant)}")
 
 
 class Verifier:
@@ -351,6 +380,7 @@ class Verifier:
             return await self._tokens.verify_token(token)
         if self._keys is not None:
             return await self._keys.verify_token(token)
+        _refused("the bearer token is not a JWT, and this server takes only OAuth access tokens")
         return None
 
 

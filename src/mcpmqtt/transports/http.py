@@ -42,15 +42,16 @@ from typing import Literal
 import anyio
 import uvicorn
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
-from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, BaseUser
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,7 +59,7 @@ from mcpmqtt.config.http import HttpSettings, is_loopback
 from mcpmqtt.logs import REQUEST_ID
 from mcpmqtt.server.build import McpMqttServer
 from mcpmqtt.server.context import Runtime
-from mcpmqtt.transports.auth import CLIENT_ADDRESS, build_verifier
+from mcpmqtt.transports.auth import CLIENT_ADDRESS, build_verifier, refusal
 from mcpmqtt.transports.console import CONSOLE_PATH, Console
 from mcpmqtt.transports.http_guard import HostOriginGuard, parse_host, parse_origin
 from mcpmqtt.transports.http_sessions import SessionLimits
@@ -380,8 +381,8 @@ def build_app(
             public += create_protected_resource_routes(resource, [_url(oauth.issuer)], supported)
             metadata_url = build_resource_metadata_url(resource)
         protected = AuthenticationMiddleware(
-            RequireAuthMiddleware(AuthContextMiddleware(protected), scopes, metadata_url),
-            backend=BearerAuthBackend(verifier),
+            _ExplainingRequireAuth(AuthContextMiddleware(protected), scopes, metadata_url),
+            backend=_ExplainingBearer(verifier),
         )
     guard = host_origin_guard(host, settings)
     view = Console(server, verifier, settings, server.history_provider, server.devices_provider)
@@ -395,6 +396,46 @@ def build_app(
         _Graceful(console, shutdown, "http"),
     )
     return _SecurityHeaders(_RequestIds(router))
+
+
+_REFUSAL = "mcpmqtt.bearer_refusal"
+"""The request scope's key for why its bearer token was refused."""
+
+
+class _ExplainingBearer(BearerAuthBackend):
+    """The SDK's bearer check, noting in the request why it was refused: no token, a wrong one, an
+    expired one."""
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        refusal.set(None)
+        result: tuple[AuthCredentials, BaseUser] | None = await super().authenticate(conn)
+        if result is None:
+            header = conn.headers.get("authorization", "")
+            if not header.lower().startswith("bearer "):
+                why = "no bearer token: send the header 'Authorization: Bearer <API key or access token>'"
+            else:  # the verifier said why; if it accepted the token, the SDK found it expired
+                why = refusal.get() or "the access token has expired; get a new one"
+            conn.scope[_REFUSAL] = why
+        return result
+
+
+class _ExplainingRequireAuth(RequireAuthMiddleware):
+    """The SDK's check, with a 401 whose error_description says why instead of only "Authentication
+    required"."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        why = scope.get(_REFUSAL)
+        if why is None or isinstance(scope.get("user"), AuthenticatedUser):
+            await super().__call__(scope, receive, send)
+            return
+        quoted = re.sub(r'["\\]|[^\x20-\x7e]', "'", why)  # RFC 6750: no quote, backslash or non-ASCII
+        challenge = f'Bearer error="invalid_token", error_description="{quoted}"'
+        if self.resource_metadata_url is not None:
+            challenge += f', resource_metadata="{self.resource_metadata_url}"'
+        body = {"error": "invalid_token", "error_description": why}
+        await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": challenge})(
+            scope, receive, send
+        )
 
 
 def _url(text: str) -> AnyHttpUrl:
