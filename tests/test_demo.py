@@ -131,6 +131,9 @@ async def test_demo_answers_tools_list_over_http_within_10_seconds(launch: Launc
         }
     }
     assert json.dumps(stdio_entry) in banner
+    lines = banner.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith("mcpmqtt demo"))
+    assert lines[title + 2] == f"  console  http://127.0.0.1:{port}/console (in a browser)"  # first
     assert f"--cli http://127.0.0.1:{port}/mcp --transport http --method tools/list" in banner
     assert "\033[" not in banner, "colour codes written to a pipe"
     demo.process.terminate()

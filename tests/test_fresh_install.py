@@ -116,6 +116,12 @@ def test_the_package_comes_from_the_new_environment(fresh: FreshInstall) -> None
     version = subprocess.run([fresh.mcpmqtt, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("mcpmqtt ")
 
+    # The console's page and the MCP App are package data: a wheel without them would serve 500s.
+    package = pathlib.Path(where).parent
+    for asset in ("console.html", "console.js", "console.css"):
+        assert (package / "transports" / "console" / "static" / asset).is_file(), asset
+    assert (package / "server" / "topics_app.html").is_file()
+
 
 @pytest.mark.parametrize("broker", BROKERS)
 async def test_demo_answers_tools_list_within_10_seconds(

@@ -272,7 +272,7 @@ def load(*entries: dict[str, Any]) -> str:
         ({"payload_schema": "object"}, "topics[0].payload_schema: Input should be a valid dictionary"),
         ({"rate_limit": "10/min"}, "topics[0].rate_limit: '10/min' is not a rate limit"),
         ({"max_payload_bytes": 0}, "topics[0].max_payload_bytes: Input should be greater than or equal to 1"),
-        ({"confirm": "yes please"}, "topics[0].confirm: Input should be a valid boolean"),
+        ({"confirm": "yes please"}, 'topics[0].confirm: must be true, false or "console"'),
         ({"permissions": ["read"], "confirm": True}, "topics[0]: confirm guards publishing, and this entry"),
         (
             {"permissions": ["read"], "rate_limit": "1/second", "max_payload_bytes": 3},

@@ -102,6 +102,7 @@ def server(
         "jwks_url": f"{issuer.url}/jwks",
         "required_scopes": ["mcp"],
         "scopes": {"mqtt.all": {}, "mqtt.lab": {"topics": ["lab/#"]}},
+        "approve_scope": "mqtt.approve",
     }
     config = config_for(broker, {"oauth": oauth})
     with ServerProcess(tmp_path_factory.mktemp("oauth"), config, port=port) as started:
@@ -211,3 +212,24 @@ def test_an_unreadable_jwks_file_stops_the_server_at_start(broker: Mosquitto, tm
     }
     with pytest.raises(RuntimeError, match="not a JWKS document"):
         ServerProcess(tmp_path, config_for(broker, {"oauth": oauth})).start()
+
+
+@pytest.mark.parametrize(
+    ("scope", "status", "may_approve"),
+    [
+        ("mcp mqtt.all mqtt.approve", 200, True),
+        ("mcp mqtt.all", 200, False),
+        ("mqtt.all mqtt.approve", 403, None),
+    ],
+)
+def test_a_token_signs_in_to_the_console_and_its_scope_decides_approval(
+    server: ServerProcess, issuer: Issuer, scope: str, status: int, may_approve: bool | None
+) -> None:
+    token = issuer.token(server.url, scope=scope)
+    response = httpx2.post(
+        f"{server.base}/console/session", json={"key": token}, headers={"origin": server.base}
+    )
+    assert response.status_code == status, response.text
+    if may_approve is not None:
+        assert response.json()["may_approve"] is may_approve
+        assert response.json()["who"] == "agent-app"

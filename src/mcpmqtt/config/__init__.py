@@ -12,6 +12,7 @@ from mcpmqtt.config.loading import (
     parse_config,
 )
 from mcpmqtt.config.models import (
+    ApprovalsSettings,
     AuditSettings,
     Config,
     HistorySettings,
@@ -30,6 +31,7 @@ from mcpmqtt.errors import ConfigError
 __all__ = [
     "CONFIG_ENV_VAR",
     "DEFAULT_CONFIG_PATH",
+    "ApprovalsSettings",
     "AuditSettings",
     "Config",
     "ConfigError",

@@ -60,6 +60,10 @@ class ApiKey(_Narrowing):
 
     name: str = Field(description="Shown in logs and used as the client id; letters, digits, . _ -")
     hash: str = Field(description="The key's scrypt hash from `mcpmqtt hash-key`; never the key itself.")
+    approve: bool = Field(
+        default=False,
+        description="Whether the holder may approve or reject queued publishes in the operator console.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -126,6 +130,11 @@ class OAuthSettings(Model):
         default=None,
         description="Narrowing by scope: a token gets the union of what its scopes grant here, and "
         "nothing when it has none of them. Absent: every token gets the whole allowlist.",
+    )
+    approve_scope: str | None = Field(
+        default=None,
+        description="A token with this scope may approve or reject queued publishes in the operator "
+        "console; absent: no token may.",
     )
     leeway: Annotated[float, Field(ge=0, le=300)] = Field(
         default=30.0, description="Seconds of clock difference tolerated on exp, nbf and iat."

@@ -197,10 +197,19 @@ class TopicEntry(Model):
         description='At most this many publishes to matching topics, all agents together: "10/minute"; '
         "units second, minute, hour, day.",
     )
-    confirm: bool = Field(
+    confirm: bool | Literal["console"] = Field(
         default=False,
-        description="Ask the person at the MCP client (elicitation) before each publish to matching topics.",
+        description="A person must agree to each publish to matching topics: true asks the person at the "
+        "MCP client (elicitation), or puts the publish in the operator console's approval queue when "
+        'the client cannot be asked and the console is served; "console" always uses the queue.',
     )
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _confirm_is_known(cls, value: Any) -> Any:
+        if value is True or value is False or value == "console":
+            return value
+        raise ValueError(f'must be true, false or "console" (got {value!r})')
 
     @field_validator("description", mode="before")
     @classmethod
@@ -375,6 +384,24 @@ class HistorySettings(Model):
         return parse_span(self.max_age)
 
 
+class ApprovalsSettings(Model):
+    """The approval queue of the operator console: publishes waiting for a person (held in memory)."""
+
+    wait: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=10.0,
+        description="Seconds a publish waiting for approval holds the agent's call before it returns a "
+        "pending result with the approval id (the agent asks mqtt_approval for the outcome later).",
+    )
+    ttl: Annotated[float, Field(ge=1, le=7 * 86_400)] = Field(
+        default=3600.0,
+        description="Seconds an undecided approval waits before it expires (and is never published); "
+        "a decided one is remembered as long again for mqtt_approval.",
+    )
+    max_pending: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=100, description="Approvals waiting at once; a publish beyond them is refused."
+    )
+
+
 class AuditSettings(Model):
     """The audit log: one JSON line per tool call, for the people responsible for the devices."""
 
@@ -432,6 +459,7 @@ class Config(Model):
     live_state: LiveStateSettings = LiveStateSettings()
     watches: WatchSettings = WatchSettings()
     history: HistorySettings = HistorySettings()
+    approvals: ApprovalsSettings = ApprovalsSettings()
     audit: AuditSettings | None = None
     prompts: list[PromptEntry] = Field(default_factory=list)
     http: HttpSettings = HttpSettings()

@@ -143,6 +143,9 @@ def banner(broker: EmbeddedBroker, transport: Literal["http", "stdio"], url: str
     if transport == "stdio":
         lines.append(f"  {style.cyan('server')}   MCP on this process's stdin and stdout")
         return "\n".join(lines)
+    lines.insert(
+        2, f"  {style.cyan('console')}  {style.bold(url.removesuffix('/mcp') + '/console')} (in a browser)"
+    )
     http_entry, stdio_entry = host_entries(url)
     lines += [
         f"  {style.cyan('server')}   {style.bold(url)} (Streamable HTTP)",

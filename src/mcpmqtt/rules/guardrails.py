@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin
 
 from mcpmqtt.errors import InvalidArgument, McpMqttError, PayloadTooLarge, PermissionDenied
@@ -136,7 +136,8 @@ class Guardrail:
     max_payload_bytes: int | None = None
     payload_schema: dict[str, Any] | None = None
     rate_limit: Rate | None = None
-    confirm: bool = False
+    confirm: bool | Literal["console"] = False
+    """True: a person confirms, at the MCP client or in the console; "console": in the console only."""
 
     @property
     def active(self) -> bool:
@@ -145,7 +146,7 @@ class Guardrail:
             self.max_payload_bytes is not None
             or self.payload_schema is not None
             or self.rate_limit is not None
-            or self.confirm
+            or self.confirm is not False
         )
 
 
@@ -214,7 +215,12 @@ class Guardrails:
 
     def confirming_patterns(self, topic: str) -> list[str]:
         """The patterns with ``confirm`` that apply to ``topic``: a person must agree to each publish."""
-        return [entry.guardrail.pattern for entry in self._applying(topic) if entry.guardrail.confirm]
+        applying = self._applying(topic)
+        return [entry.guardrail.pattern for entry in applying if entry.guardrail.confirm is not False]
+
+    def console_only(self, topic: str) -> bool:
+        """Whether an entry applying to ``topic`` says ``confirm: "console"`` (no elicitation will do)."""
+        return any(entry.guardrail.confirm == "console" for entry in self._applying(topic))
 
     def take(self, topic: str) -> PermissionDenied | None:
         """Count one publish to ``topic`` against every rate limit that applies, or say why not.

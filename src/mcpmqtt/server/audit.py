@@ -155,8 +155,11 @@ class AuditLog:
             decision, reason, outcome = "allowed", None, "error"
         else:
             decision, reason = "allowed", None
-            timed_out = (result.structured_content or {}).get("timed_out") is True
-            outcome = "timed_out" if timed_out else "ok"
+            structured = result.structured_content or {}
+            if structured.get("status") == "pending":
+                outcome = "pending_approval"  # its decision gets a record of its own (approvals.py)
+            else:
+                outcome = "timed_out" if structured.get("timed_out") is True else "ok"
         details: dict[str, Any] = {}
         if isinstance(arguments.get("response_topic"), str):
             details["response_topic"] = arguments["response_topic"]

@@ -7,7 +7,7 @@ handlers in subscribe.py; this module wires them to one Runtime (config, allowli
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -24,8 +24,12 @@ from mcpmqtt.config import Config
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
 from mcpmqtt.rules.payloads import payload_text
+from mcpmqtt.rules.policy import Allowlist
+from mcpmqtt.server.approval_tool import register_approval_tool
+from mcpmqtt.server.approvals import ApprovalQueue
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.events import EventHub, TopicChanges
 from mcpmqtt.server.history import register_history
 from mcpmqtt.server.history_file import HistoryFile, flush, keep_written, open_history_file
 from mcpmqtt.server.history_store import History
@@ -39,6 +43,7 @@ from mcpmqtt.server.resources import register_resources
 from mcpmqtt.server.results import error_result
 from mcpmqtt.server.subscribe import SubscribeGate
 from mcpmqtt.server.tools import register_tools
+from mcpmqtt.server.topics_app import topics_app
 from mcpmqtt.server.watch_state import WatchBook
 from mcpmqtt.server.watches import register_watches
 
@@ -141,6 +146,16 @@ class McpMqttServer(MCPServer[Any]):
         self.lifespan_holder = lifespan_holder
         """For the HTTP app: holds the broker connection for the whole process."""
         self.on_tool_call = on_tool_call
+        self.events = EventHub()
+        """Every finished tool call, for the console (no payloads)."""
+        self.live_state: LiveState | None = None
+        """The last value of every readable topic (None when live_state is off), for the console."""
+        self.topic_changes = TopicChanges()
+        """Told of every change of the live state, on the message path (keep listeners O(1))."""
+        self.history_provider: Callable[[str], Sequence[float] | None] | None = None
+        """Recent numeric values of a topic, for the console's sparklines; None: no history here."""
+        self.devices_provider: Callable[[Allowlist], list[dict[str, Any]]] | None = None
+        """The devices a viewer's allowlist may see, for the console; None: no discovery here."""
         self._arguments: dict[str, frozenset[str]] | None = None
 
     async def call_tool(
@@ -161,6 +176,10 @@ class McpMqttServer(MCPServer[Any]):
                     self.on_tool_call(name, arguments, result, error)
                 except Exception:  # an observer's fault must not change the call's result
                     log.exception("the tool call observer failed on a %s call", name)
+            try:
+                self.events.tool_call(name, arguments, result, error, context)
+            except Exception:  # the feed is for watching; the call's result stands
+                log.exception("could not make the feed event of a %s call", name)
         return result
 
     async def _call_tool(
@@ -222,14 +241,15 @@ def build_server(
 
     `on_tool_call` is told of every finished tool call, allowed or refused (the demo prints them).
     """
-    runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)))
+    audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
+    approvals = ApprovalQueue(config.approvals.ttl, config.approvals.max_pending, audit)
+    runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)), approvals)
     bus = InMemorySubscriptionBus()
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
+    topic_changes = TopicChanges(notifier.topic_changed)
     state = (
-        LiveState(
-            live.max_topics, live.max_payload_bytes, notifier.topic_changed, config.mqtt.reply_topic_prefix
-        )
+        LiveState(live.max_topics, live.max_payload_bytes, topic_changes, config.mqtt.reply_topic_prefix)
         if live.enabled
         else None
     )
@@ -241,7 +261,6 @@ def build_server(
         else None
     )
 
-    audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
     history, history_file = _history(config)
     followed = followed_patterns(runtime)
 
@@ -293,12 +312,16 @@ def build_server(
         lifespan=lifespan,
         subscriptions=bus,
         request_state_security=RequestStateSecurity.ephemeral(ttl=REQUEST_STATE_TTL),
+        extensions=[topics_app()] if state is not None else [],
     )
     # Outermost, so that it sees the sealed state as the client sent it: one answer, one publish.
     server.middleware.insert(0, SingleUseRequestState(REQUEST_STATE_TTL))
+    server.live_state, server.topic_changes = state, topic_changes
     register_tools(server, runtime)
     register_resources(server, runtime)
     register_prompts(server, runtime)
+    if any(topic.confirm is not False for topic in config.topics):
+        register_approval_tool(server, runtime, approvals)
     if state is not None:
         register_live(server, runtime, state, gate)
     if watches is not None:
@@ -306,6 +329,7 @@ def build_server(
     gate.register(server)
     if history is not None:
         register_history(server, runtime, history, followed)
+        server.history_provider = history.recent_numbers
     return server
 
 

@@ -59,6 +59,11 @@ def question(action: str, payload: bytes, qos: int, retain: bool, patterns: list
     )
 
 
+def could_not_ask(outcome: ElicitationResult[Any]) -> bool:
+    """Whether the resolver could not put the question to this client (what it returns then)."""
+    return isinstance(outcome, AcceptedElicitation) and not isinstance(outcome.data, Confirmation)
+
+
 def refuse_unless_confirmed(outcome: ElicitationResult[Any], what: str) -> None:
     """Return if the person said yes; raise PermissionDenied saying what happened otherwise.
 
@@ -66,7 +71,7 @@ def refuse_unless_confirmed(outcome: ElicitationResult[Any], what: str) -> None:
     cancel when they did not, and anything else when the resolver could not ask this client.
     """
     if isinstance(outcome, AcceptedElicitation):
-        if isinstance(outcome.data, Confirmation):
+        if not could_not_ask(outcome):
             return
         raise PermissionDenied(
             f"{what} needs a person's confirmation, and this client cannot ask "

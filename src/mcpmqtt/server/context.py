@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field
 from mcpmqtt.config import Config, Limits
 from mcpmqtt.mqtt import Broker
 from mcpmqtt.rules.policy import Allowlist
+from mcpmqtt.server.approvals import ApprovalQueue
 
 
 class Access(AccessToken):
@@ -24,6 +25,8 @@ class Access(AccessToken):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     allowlist: Allowlist | None = Field(default=None, exclude=True)
+    may_approve: bool = Field(default=False, exclude=True)
+    """Whether the holder may approve or reject queued publishes in the operator console."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class Runtime:
     config: Config
     allowlist: Allowlist
     broker: Broker
+    approvals: ApprovalQueue | None = None
+    """Publishes waiting for a person in the operator console (server/approvals.py)."""
 
     @property
     def limits(self) -> Limits:

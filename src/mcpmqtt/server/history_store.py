@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from mcpmqtt.mqtt import PublishProperties, Received
+from mcpmqtt.rules.series import number_in
 
 Entry = tuple[float, bytes, int, bool, PublishProperties | None]
 """One kept message of a topic: received_at, payload, qos, retain, properties."""
@@ -185,6 +186,16 @@ class History:
             for topic, kept in self._topics.items()
             if accept(topic)
         ]
+
+    def recent_numbers(self, topic: str, count: int = 60) -> list[float]:
+        """The numbers of the last `count` messages of `topic` whose payload is a plain number, oldest
+        first: the console's sparkline (a JSON payload has no single number to draw)."""
+        kept = self._topics.get(topic)
+        if kept is None:
+            return []
+        start = max(len(kept.entries) - count, 0)
+        numbers = (number_in(entry[1], ()) for entry in islice(kept.entries, start, None))
+        return [number for number in numbers if number is not None]
 
     def take_changes(self) -> Changes:
         """What arrived and what was dropped since the last call, for the file; on the loop."""

@@ -38,6 +38,7 @@ from mcpmqtt.server.messages import to_message
 from mcpmqtt.server.notifier import TOPIC_PREFIX, TOPIC_TEMPLATE, topic_of, topic_uri
 from mcpmqtt.server.results import LastResult, ListTopicsResult, TopicSummary, ok_result
 from mcpmqtt.server.subscribe import SubscribeGate
+from mcpmqtt.server.topics_app import TOPICS_APP_META
 
 _PREVIEW_CHARS = 80
 _MAX_LISTED_RESOURCES = 1000
@@ -127,6 +128,7 @@ def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, ga
 
     @server.tool(
         description=LIST_TOPICS_DESCRIPTION,
+        meta=TOPICS_APP_META,  # hosts that render MCP Apps show the result as a table (topics_app.py)
         **labelled(
             "List known MQTT topics", read_only=True, destructive=False, idempotent=True, open_world=False
         ),

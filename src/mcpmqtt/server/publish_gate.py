@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Elicit
+from pydantic import BaseModel
 
-from mcpmqtt.errors import InvalidArgument, InvalidTopic, McpMqttError, PayloadTooLarge
+from mcpmqtt.errors import InvalidArgument, InvalidTopic, McpMqttError, PayloadTooLarge, PermissionDenied
 from mcpmqtt.mqtt import PublishProperties
-from mcpmqtt.rules.payloads import PayloadEncoding, encode_payload
+from mcpmqtt.rules.payloads import PayloadEncoding, decode_payload, encode_payload
 from mcpmqtt.rules.topics import name_problem, text_problem
-from mcpmqtt.server.confirmation import Confirmation, can_ask, question, refuse_unless_confirmed
+from mcpmqtt.server.approvals import Approval
+from mcpmqtt.server.confirmation import (
+    Confirmation,
+    can_ask,
+    could_not_ask,
+    question,
+    refuse_unless_confirmed,
+)
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.events import caller_name, caller_owner
+from mcpmqtt.server.results import PublishResult
+
+_PREVIEW_BYTES = 300
+R = TypeVar("R", bound=BaseModel)
 
 
 class PublishGate:
@@ -89,9 +106,11 @@ class PublishGate:
         retain: bool,
         content_type: str | None,
         user_properties: list[tuple[str, str]] | None,
+        dry_run: bool = False,
     ) -> Elicit[Confirmation] | None:
-        """Ask the person before a publish to a ``confirm`` topic, unless it would be refused anyway."""
-        patterns = self._confirming(ctx, topic)
+        """Ask the person before a publish to a ``confirm`` topic, unless it would be refused anyway
+        or it is a dry run (nothing will be sent, so there is nothing to agree to)."""
+        patterns = [] if dry_run else self._confirming(ctx, topic)
         if not patterns:
             return None
         try:
@@ -127,9 +146,97 @@ class PublishGate:
         Looked at first, so that the common publish (no confirmation) is checked once, in the tool body;
         a topic that is malformed or refused is caught by the checks the caller runs before asking.
         """
-        if not self.guardrails.confirms or not can_ask(ctx):
+        if not self.guardrails.confirms or not can_ask(ctx) or self.guardrails.console_only(topic):
             return []
         return self.guardrails.confirming_patterns(topic)
+
+    def dry_run(self, topic: str, data: bytes, qos: int, retain: bool) -> PublishResult:
+        """What a publish that passed ``check_publish`` would send; nothing is sent and no rate limit
+        is spent (``check`` only looks at the rate)."""
+        preview, _ = decode_payload(data[:_PREVIEW_BYTES])
+        return PublishResult(
+            topic=topic,
+            qos=qos,
+            retain=retain,
+            bytes=len(data),
+            dry_run=True,
+            payload_preview=preview,
+            needs_approval=bool(self.guardrails.confirming_patterns(topic)),
+        )
+
+    def needs_approval(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> bool:
+        """Whether this publish must wait in the console's approval queue; raises when a person must
+        agree and none can: the client cannot ask and the console is not served, or the entry says
+        ``"confirm": "console"`` and the console is not served."""
+        if not self.guardrails.confirming_patterns(topic):
+            return False
+        queue = self.runtime.approvals
+        reviewable = queue is not None and queue.reviewable
+        if self.guardrails.console_only(topic):
+            if not reviewable:
+                raise PermissionDenied(
+                    f"{what} needs a person's approval in the operator console, and this server does "
+                    "not serve the console (it comes with the HTTP transport); tell the user"
+                )
+            return True
+        if could_not_ask(confirmed) and reviewable:
+            return True
+        refuse_unless_confirmed(confirmed, what)
+        return False
+
+    async def await_approval(
+        self,
+        ctx: Context[Any, Any],
+        action: str,
+        topic: str,
+        data: bytes,
+        qos: int,
+        retain: bool,
+        send: Callable[[], Awaitable[R]],
+        pending: Callable[[Approval, str], R],
+    ) -> R:
+        """Queue the publish (or request) for a person, wait approvals.wait seconds for the decision,
+        and return what `send` returned, or `pending(approval, note)`; raises when it was refused."""
+        queue = self.runtime.approvals
+        assert queue is not None  # needs_approval said so
+        approval = queue.submit(
+            owner=caller_owner(ctx),
+            caller=caller_name(ctx),
+            action=action,
+            topic=topic,
+            qos=qos,
+            retain=retain,
+            payload=data,
+            send=send,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(approval.settled.wait(), self.runtime.config.approvals.wait)
+        if approval.status == "approved":  # being sent: wait for it (the broker and timeout bound it)
+            await approval.settled.wait()
+        if approval.status == "published" and approval.result is not None:
+            update = {"approval_id": approval.id, "status": "published"}
+            return cast(R, approval.result.model_copy(update=update))
+        if approval.status == "failed" and approval.error is not None:
+            raise approval.error
+        if approval.status in ("rejected", "expired"):
+            raise PermissionDenied(refusal_text(approval))
+        left = max(approval.expires - time.time(), 0)
+        note = (
+            f"a person must approve {action} in the operator console; nothing has been sent yet. Call "
+            f"mqtt_approval with approval_id to learn the outcome; it expires in {left:.0f} s if nobody "
+            "decides"
+        )
+        return pending(approval, note)
+
+    def counted(self, topic: str, send: Callable[[], Awaitable[R]]) -> Callable[[], Awaitable[R]]:
+        """`send`, counted against the rate limits when it runs (an approval may come much later)."""
+
+        async def counted_send() -> R:
+            if (refused := self.guardrails.take(topic)) is not None:
+                raise refused
+            return await send()
+
+        return counted_send
 
     def release(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> None:
         """The last word before sending: the person's answer when one was needed, then the rate limit,
@@ -138,6 +245,19 @@ class PublishGate:
             refuse_unless_confirmed(confirmed, what)
         if (refused := self.guardrails.take(topic)) is not None:
             raise refused
+
+
+def refusal_text(approval: Approval) -> str:
+    """Why a rejected or expired approval was not sent, as the agent reads it."""
+    if approval.status == "rejected":
+        return (
+            f"{approval.decided_by or 'a person'} rejected {approval.action} in the operator console; "
+            "do not try again unless the user asks you to"
+        )
+    return (
+        f"nobody approved {approval.action} in the operator console within approvals.ttl, so it "
+        "expired and was not sent; tell the user"
+    )
 
 
 def _property_problem(content_type: str | None, user_properties: list[tuple[str, str]] | None) -> str | None:

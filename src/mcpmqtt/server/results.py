@@ -9,6 +9,7 @@ exception with its own words.
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,15 +43,45 @@ class _Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _false(value: object) -> bool:
+    return value is False
+
+
 class PublishResult(_Result):
     topic: str
     qos: int
     retain: bool
-    bytes: int = Field(description="Payload size in bytes as sent.")
+    bytes: int = Field(description="Payload size in bytes as sent (or as it would be sent).")
     notes: list[str] | None = Field(
         default=None,
         exclude_if=_absent,
         description="What the server could not do as asked, e.g. MQTT 5 properties left out on MQTT 3.1.1.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        exclude_if=_false,
+        description="Present (true) for dry_run=true: every check passed, and nothing was sent.",
+    )
+    payload_preview: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="With dry_run: the start of the payload that would be sent (text, or base64 if binary).",
+    )
+    needs_approval: bool = Field(
+        default=False,
+        exclude_if=_false,
+        description="With dry_run: a real publish would wait for a person's confirmation or approval.",
+    )
+    approval_id: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Present when a person must approve this publish in the operator console: ask "
+        "mqtt_approval with this id for the outcome.",
+    )
+    status: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='With approval_id: "pending" (not yet decided, nothing sent) or "published".',
     )
 
 
@@ -87,12 +118,32 @@ class ReadResult(_Result):
 
 class QueryResult(_Result):
     request_topic: str
-    response_topic: str = Field(
-        description="Where the reply was expected (given, or the server's private one)."
+    response_topic: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Where the reply was expected (given, or the server's private one); absent while "
+        "the request waits for approval.",
     )
-    correlation_id: str = Field(description="The MQTT 5 Correlation Data sent with the request, as text.")
+    correlation_id: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="The MQTT 5 Correlation Data sent with the request, as text; absent while the "
+        "request waits for approval.",
+    )
     response: Message | None
     timed_out: bool
+    approval_id: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Present when a person must approve this request in the operator console: ask "
+        "mqtt_approval with this id for the outcome (and the reply).",
+    )
+    status: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='With approval_id: "pending" (not yet decided, nothing sent) or "published".',
+    )
+    notes: list[str] | None = Field(default=None, exclude_if=_absent)
 
 
 class TopicSummary(_Result):
@@ -217,3 +268,24 @@ class HistoryResult(_Result):
         "max_bytes) dropped messages of these topics since the server started: the window may miss them.",
     )
     note: str | None = Field(default=None, exclude_if=_absent)
+
+
+class ApprovalResult(_Result):
+    approval_id: str
+    status: Literal["pending", "approved", "published", "failed", "rejected", "expired"] = Field(
+        description="pending: nobody decided yet; approved: being published; published: sent (see "
+        "result); failed: approved but the publish failed (see error); rejected: a person said no; "
+        "expired: nobody decided within approvals.ttl. Only published sent anything."
+    )
+    topic: str
+    qos: int
+    retain: bool
+    bytes: int
+    requested_at: str
+    expires_at: str | None = Field(default=None, exclude_if=_absent, description="While pending.")
+    decided_by: str | None = Field(default=None, exclude_if=_absent)
+    decided_at: str | None = Field(default=None, exclude_if=_absent)
+    result: PublishResult | QueryResult | None = Field(
+        default=None, exclude_if=_absent, description="Once sent: what mqtt_publish or mqtt_query returned."
+    )
+    error: str | None = Field(default=None, exclude_if=_absent)

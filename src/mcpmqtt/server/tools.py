@@ -12,6 +12,7 @@ from pydantic import Field, WithJsonSchema
 
 from mcpmqtt.mqtt import Inbox, Received
 from mcpmqtt.rules.payloads import PayloadEncoding
+from mcpmqtt.server.approvals import Approval
 from mcpmqtt.server.confirmation import Confirmation
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.labels import UNTRUSTED, labelled
@@ -167,6 +168,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         topic: Topic,
         payload: Payload,
         confirmed: Annotated[ElicitationResult[Confirmation], Resolve(gate.ask_publish)],
+        ctx: Context[Any, Any],
         qos: Qos = 0,
         retain: bool = False,
         payload_encoding: Encoding = "utf-8",
@@ -188,15 +190,41 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
                 "many seconds if it is not delivered (a retained one stops being the topic's value)."
             ),
         ] = None,
+        dry_run: Annotated[
+            bool,
+            Field(
+                description="Run every check (allowlist, payload limits, schema, rate limit) and return "
+                "what would be sent, without sending it or counting it against a rate limit."
+            ),
+        ] = False,
     ) -> Annotated[CallToolResult, PublishResult]:
         """Publish one message to an MQTT topic that the allowlist lets you write."""
         data = gate.check_publish(topic, payload, payload_encoding, content_type, user_properties)
-        gate.release(topic, confirmed, f"publishing to {topic!r}")
+        if dry_run:
+            return ok_result(gate.dry_run(topic, data, qos, retain))
         properties, notes = publish_properties(broker.protocol, content_type, user_properties, message_expiry)
-        await broker.publish(topic, data, qos=qos, retain=retain, properties=properties)
-        return ok_result(
-            PublishResult(topic=topic, qos=qos, retain=retain, bytes=len(data), notes=notes or None)
-        )
+
+        async def send() -> PublishResult:
+            await broker.publish(topic, data, qos=qos, retain=retain, properties=properties)
+            return PublishResult(topic=topic, qos=qos, retain=retain, bytes=len(data), notes=notes or None)
+
+        def pending(approval: Approval, note: str) -> PublishResult:
+            return PublishResult(
+                topic=topic,
+                qos=qos,
+                retain=retain,
+                bytes=len(data),
+                approval_id=approval.id,
+                status="pending",
+                notes=[note, *notes],
+            )
+
+        what = f"publishing to {topic!r}"
+        if gate.needs_approval(topic, confirmed, what):
+            counted = gate.counted(topic, send)
+            return ok_result(await gate.await_approval(ctx, what, topic, data, qos, retain, counted, pending))
+        gate.release(topic, confirmed, what)
+        return ok_result(await send())
 
     @server.tool(
         description=SUBSCRIBE_DESCRIPTION,
@@ -265,23 +293,41 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
     ) -> Annotated[CallToolResult, QueryResult]:
         """Send a request to a device or service and wait for its reply (MQTT request/response)."""
         data = gate.check_request(request_topic, response_topic, payload, payload_encoding)
-        gate.release(request_topic, confirmed, f"sending a request to {request_topic!r}")
         allowlist = runtime.policy()
-        reply = await broker.request(
-            request_topic,
-            data,
-            qos=qos,
-            timeout=timeout,
-            response_topic=response_topic,
-            accept=(lambda message: allowlist.readable(message.topic)) if response_topic else None,
-            wait=lambda inbox, deadline: wait_reporting(inbox, deadline, ctx),
-        )
-        return ok_result(
-            QueryResult(
+
+        async def send(report: bool = True) -> QueryResult:
+            reply = await broker.request(
+                request_topic,
+                data,
+                qos=qos,
+                timeout=timeout,
+                response_topic=response_topic,
+                accept=(lambda message: allowlist.readable(message.topic)) if response_topic else None,
+                # Progress goes to the call that asked; an approved request sent later has no call.
+                wait=(lambda inbox, deadline: wait_reporting(inbox, deadline, ctx)) if report else None,
+            )
+            return QueryResult(
                 request_topic=request_topic,
                 response_topic=reply.response_topic,
                 correlation_id=reply.correlation_id,
                 response=to_message(reply.message) if reply.message else None,
                 timed_out=reply.message is None,
             )
-        )
+
+        def pending(approval: Approval, note: str) -> QueryResult:
+            return QueryResult(
+                request_topic=request_topic,
+                response=None,
+                timed_out=False,
+                approval_id=approval.id,
+                status="pending",
+                notes=[note],
+            )
+
+        what = f"sending a request to {request_topic!r}"
+        if gate.needs_approval(request_topic, confirmed, what):
+            counted = gate.counted(request_topic, lambda: send(report=False))
+            result = await gate.await_approval(ctx, what, request_topic, data, qos, False, counted, pending)
+            return ok_result(result)
+        gate.release(request_topic, confirmed, what)
+        return ok_result(await send())

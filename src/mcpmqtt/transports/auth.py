@@ -160,6 +160,7 @@ class ApiKeyVerifier:
             (key.name, key.key_hash(), _narrowed(allowlist, key.grant(), f"the API key {key.name!r}"))
             for key in keys
         ]
+        self._approvers = frozenset(key.name for key in keys if key.approve)
         self._secret = secrets.token_bytes(32)
         self._known = _Lru(_CACHE_SIZE)
         self._rejected = _Lru(_CACHE_SIZE)
@@ -179,7 +180,13 @@ class ApiKeyVerifier:
                 _refused(wrong)
                 return None
         name, allowlist = entry
-        return Access(token=token, client_id=f"api-key:{name}", scopes=[], allowlist=allowlist)
+        return Access(
+            token=token,
+            client_id=f"api-key:{name}",
+            scopes=[],
+            allowlist=allowlist,
+            may_approve=name in self._approvers,
+        )
 
     async def _check(self, tag: bytes, token: str) -> tuple[str, Allowlist | None] | None:
         """Hash `token` against every key, once however many requests bring it at the same moment (a
@@ -321,6 +328,7 @@ class JwtVerifier:
             subject=str(claims["sub"]) if "sub" in claims else None,
             claims=claims,
             allowlist=self._allowlist_for(scopes),
+            may_approve=settings.approve_scope is not None and settings.approve_scope in scopes,
         )
 
     def _allowlist_for(self, scopes: list[str]) -> Allowlist | None:

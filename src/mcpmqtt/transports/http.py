@@ -60,6 +60,7 @@ from mcpmqtt.logs import REQUEST_ID
 from mcpmqtt.server.build import McpMqttServer
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.transports.auth import CLIENT_ADDRESS, build_verifier, refusal
+from mcpmqtt.transports.console import CONSOLE_PATH, Console
 from mcpmqtt.transports.http_guard import HostOriginGuard, parse_host, parse_origin
 from mcpmqtt.transports.http_sessions import SessionLimits
 from mcpmqtt.transports.http_timeouts import BodyDeadline, timed_h11
@@ -73,6 +74,7 @@ _EXACT_URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=T
 # Our guard checks Host and Origin exactly before any request reaches the SDK's app; the SDK's own
 # check (by prefix) would only refuse some equivalent spellings we accept (a name in capitals).
 _SDK_SECURITY = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+_CONSOLE_BODY = 64 * 1024  # the console's requests carry a key at most
 _SHUTDOWN_ERROR = -32000  # JSON-RPC "server error" range: the call did not fail, the server went away
 
 
@@ -287,9 +289,17 @@ class _Router:
     """Lifespan to the app that holds the broker connection; health and metadata to the public
     routes; the rest, once the Host and Origin pass, to the (authenticated) MCP app."""
 
-    def __init__(self, lifespan: ASGIApp, protected: ASGIApp, public: Starlette, guard: HostOriginGuard):
+    def __init__(
+        self,
+        lifespan: ASGIApp,
+        protected: ASGIApp,
+        public: Starlette,
+        guard: HostOriginGuard,
+        console: ASGIApp,
+    ):
         self.lifespan = lifespan
         self.protected = protected
+        self.console = console
         self.public = public
         self.public_paths = frozenset(route.path for route in public.routes if isinstance(route, Route))
         self.guard = guard
@@ -303,6 +313,8 @@ class _Router:
             await send({"type": "websocket.close"})  # no WebSocket endpoint here
         elif (refusal := self.guard.refusal(scope)) is not None:
             await refusal(scope, receive, send)
+        elif scope["path"] == CONSOLE_PATH or scope["path"].startswith(CONSOLE_PATH + "/"):
+            await self.console(scope, receive, send)  # its own sign-in: a session cookie, not a bearer
         else:
             client = scope.get("client")
             token = CLIENT_ADDRESS.set(str(client[0]) if client else "unknown")
@@ -373,7 +385,16 @@ def build_app(
             backend=_ExplainingBearer(verifier),
         )
     guard = host_origin_guard(host, settings)
-    router = _Router(lifespan, _Graceful(protected, shutdown, transport), Starlette(routes=public), guard)
+    view = Console(server, verifier, settings, server.history_provider, server.devices_provider)
+    console = BodyDeadline(view.app(), settings.body_timeout, _CONSOLE_BODY)
+    router = _Router(
+        lifespan,
+        _Graceful(protected, shutdown, transport),
+        Starlette(routes=public),
+        guard,
+        # Its event streams end as soon as shutdown begins, like the idle streams of Streamable HTTP.
+        _Graceful(console, shutdown, "http"),
+    )
     return _SecurityHeaders(_RequestIds(router))
 
 
