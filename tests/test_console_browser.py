@@ -134,7 +134,10 @@ async def test_the_console_loads_cleanly_and_shows_a_change_within_two_seconds(
     await device_publish(broker, topic, b"22.75")
     await expect(leaf(page, topic)).to_have_text("22.75", timeout=2000)
     assert time.monotonic() - started < 2.0
-    assert "No sparklines: this server keeps no history." in await page.locator("#notices").inner_text()
+    # The history keeps both readings: the topic's row draws them as a sparkline.
+    spark = page.locator(f'#tree li.leaf[data-topic="{topic}"] > .row > .spark polyline')
+    await expect(spark).to_have_count(1, timeout=2000)
+    assert "No sparklines" not in await page.locator("#notices").inner_text()
     assert watched.errors == []
     if folder := os.environ.get("MCPMQTT_SCREENSHOTS"):
         await screenshots(page, served, broker, pathlib.Path(folder))
