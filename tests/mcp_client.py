@@ -16,9 +16,18 @@ from mcp_types import CallToolResult
 from mosquitto import Mosquitto
 
 TOOLS = frozenset(
-    {"mqtt_publish", "mqtt_subscribe", "mqtt_read", "mqtt_query", "mqtt_list_topics", "mqtt_last"}
+    {
+        "mqtt_publish",
+        "mqtt_subscribe",
+        "mqtt_read",
+        "mqtt_query",
+        "mqtt_list_topics",
+        "mqtt_last",
+        "mqtt_list_devices",
+        "mqtt_describe",
+    }
 )
-"""The tools a server with the default config offers (live state on)."""
+"""The tools a server with the default config offers (live state and discovery on)."""
 
 MODES = ("legacy", "auto")
 """`legacy` negotiates 2025-11-25 with initialize; `auto` gets the sessionless 2026-07-28 era."""

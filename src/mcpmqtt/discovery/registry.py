@@ -205,3 +205,18 @@ class DeviceRegistry:
     def commanders(self, topic: str) -> list[Device]:
         """The devices that take commands on `topic`."""
         return [self._devices[device_id] for device_id in sorted(self._topics["command"].get(topic, ()))]
+
+    def command_problem(self, topic: str, payload: bytes) -> str | None:
+        """Why `payload` is not a command the devices on `topic` announced; None when it is, or unknown."""
+        schema = self.command_schema(topic)
+        if schema is None:
+            return None
+        problem = schemas.payload_problem(schema, payload)
+        if problem is None:
+            return None
+        conventions = sorted({device.convention.replace("_", " ") for device in self.commanders(topic)})
+        return (
+            f"{topic!r} is the command topic of a discovered device ({', '.join(conventions)} discovery) "
+            f"and discovery.enforce_command_schemas is on: the payload {problem}; "
+            f"it accepts {schemas.summary(schema)}"
+        )

@@ -20,10 +20,13 @@ from pydantic import ValidationError
 
 from mcpmqtt import __version__
 from mcpmqtt.config import Config
+from mcpmqtt.discovery import DeviceRegistry, DiscoveryIngest
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.devices import register_devices
+from mcpmqtt.server.discovery_feed import DiscoveryFeed
 from mcpmqtt.server.labels import UNTRUSTED
 from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
@@ -140,13 +143,24 @@ def broker_settings(config: Config) -> BrokerSettings:
 
 def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     """The MCP server for one config; the broker connection starts and stops with its lifespan."""
-    runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)))
+    discovery = config.discovery
+    devices = DeviceRegistry(discovery.max_devices) if discovery.enabled else None
+    runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)), devices)
     bus = InMemorySubscriptionBus()
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
     state = (
         LiveState(live.max_topics, live.max_payload_bytes, notifier.topic_changed) if live.enabled else None
     )
+    feed = None
+    if devices is not None:
+
+        def last_payload(topic: str) -> bytes | None:
+            entry = state.get(topic) if state is not None else None
+            return bytes(entry.last.payload) if entry is not None else None
+
+        ingest = DiscoveryIngest(discovery.options(), devices, runtime.allowlist, last_payload)
+        feed = DiscoveryFeed(ingest, discovery.max_pending)
 
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
 
@@ -155,9 +169,11 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
         if audit is not None:
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
-        if state is not None:
-            for pattern in followed_patterns(runtime):
-                runtime.broker.follow(pattern, state)
+        for pattern in followed_patterns(runtime):
+            # The live state first: discovery looks up availability payloads it already holds.
+            for sink in (state, feed):
+                if sink is not None:
+                    runtime.broker.follow(pattern, sink)
         try:
             yield None
         finally:
@@ -183,4 +199,6 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     register_prompts(server, runtime)
     if state is not None:
         register_live(server, runtime, state, notifier)
+    if devices is not None:
+        register_devices(server, runtime, devices)
     return server

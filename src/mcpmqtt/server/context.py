@@ -10,6 +10,7 @@ from mcp.server.auth.provider import AccessToken
 from pydantic import ConfigDict, Field
 
 from mcpmqtt.config import Config, Limits
+from mcpmqtt.discovery import DeviceRegistry
 from mcpmqtt.mqtt import Broker
 from mcpmqtt.rules.policy import Allowlist
 
@@ -31,6 +32,8 @@ class Runtime:
     config: Config
     allowlist: Allowlist
     broker: Broker
+    devices: DeviceRegistry | None = None
+    """The discovered devices; None when discovery is off."""
 
     @property
     def limits(self) -> Limits:
