@@ -376,3 +376,30 @@ def test_a_narrower_caller_sees_only_entities_it_may_read_and_writes_only_what_i
     assert all(not e.writable for e in info.entities)
     nobody = Allowlist([Rule("elsewhere/#", frozenset({"read", "write"}))])
     assert device_info(device, nobody) is None
+
+
+async def test_device_tools_are_labelled_and_have_output_schemas(served: Served) -> None:
+    tools = {tool.name: tool for tool in (await served.client.list_tools()).tools}
+    for name in ("mqtt_list_devices", "mqtt_describe"):
+        tool = tools[name]
+        hints = tool.annotations
+        assert tool.title and tool.description and "device_supplied" in tool.description
+        assert hints is not None and hints.read_only_hint is True and hints.destructive_hint is False
+        assert hints.idempotent_hint is True and hints.open_world_hint is False
+        assert tool.output_schema is not None and "properties" in tool.output_schema
+
+
+async def test_the_feed_queues_only_discovery_messages_and_is_bounded() -> None:
+    from mcpmqtt.mqtt import Received
+    from mcpmqtt.server.discovery_feed import DiscoveryFeed
+
+    everything = Allowlist([Rule("#", frozenset({"read", "write"}))])
+    feed = DiscoveryFeed(DiscoveryIngest(DiscoveryOptions(), DeviceRegistry(10), everything), max_pending=2)
+    for index in range(4):
+        config = json.dumps({"stat_t": f"s/{index}", "uniq_id": f"s{index}"}).encode()
+        feed.offer(Received(f"homeassistant/sensor/s{index}/config", config, 0, True, 0.0))
+        feed.offer(Received(f"s/{index}", b"21.5", 0, False, 0.0))  # not discovery: not queued
+    assert len(feed.ingest.registry) == 0  # nothing parsed on the per-message path
+    assert feed.dropped == 2
+    await feed.idle()
+    assert [d.id for d in feed.ingest.registry.devices()] == ["home_assistant:s0", "home_assistant:s1"]

@@ -67,6 +67,16 @@ class DiscoveryIngest:
             else None
         )
 
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Every discovery message's topic starts with one of these (one `str.startswith` call tells)."""
+        found = [
+            f"{prefix}/"
+            for prefix in (self._ha, self.options.homie_domain, self.options.tasmota_prefix)
+            if prefix
+        ]
+        return (*found, *([self._z2m] if self._z2m else []))
+
     def wants(self, topic: str) -> bool:
         """Whether a message on `topic` may concern discovery; cheap, for the per-message path."""
         return (

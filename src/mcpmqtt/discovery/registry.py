@@ -9,7 +9,7 @@ decide what the caller may see; nothing here knows about callers.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +155,11 @@ class DeviceRegistry:
                 self._schemas.pop(topic, None)
         self._indexed[device_id] = mine
         return new
+
+    @property
+    def availability_topics(self) -> Mapping[str, object]:
+        """The availability topics watched (a live view: `topic in` it is one dict lookup)."""
+        return self._topics["availability"]
 
     def watches(self, topic: str) -> bool:
         """Whether `topic` is an availability topic of a known device (cheap: one dict lookup)."""

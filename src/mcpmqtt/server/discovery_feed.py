@@ -30,10 +30,15 @@ class DiscoveryFeed:
         self.dropped = 0
         self._pending: deque[tuple[str, bytes | bytearray]] = deque()
         self._scheduled = False
+        self._prefixes = ingest.prefixes
+        self._watched = ingest.registry.availability_topics
 
     def offer(self, message: Received) -> None:
-        """Queue a discovery message; anything else costs the shape test only."""
-        if not self.ingest.wants(message.topic):
+        """Queue a discovery message; anything else costs one `startswith` and one dict lookup."""
+        topic = message.topic
+        if not topic.startswith(self._prefixes) and topic not in self._watched:
+            return
+        if not self.ingest.wants(topic):
             return
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
