@@ -156,6 +156,7 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     if devices is not None:
 
         def last_payload(topic: str) -> bytes | None:
+            """A device's availability retained before its config: the live state already has it."""
             entry = state.get(topic) if state is not None else None
             return bytes(entry.last.payload) if entry is not None else None
 
@@ -170,7 +171,6 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
         for pattern in followed_patterns(runtime):
-            # The live state first: discovery looks up availability payloads it already holds.
             for sink in (state, feed):
                 if sink is not None:
                     runtime.broker.follow(pattern, sink)
