@@ -443,3 +443,51 @@ def test_summaries_name_what_is_valid() -> None:
     text = summary({"type": "string", "contentMediaType": "application/json",
                     "contentSchema": {"type": "integer", "minimum": 0, "maximum": 100}})  # fmt: skip
     assert text == "an integer from 0 to 100"
+
+
+# ---- any JSON at all -----------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+KEYS = st.sampled_from(
+    ["~", "stat_t", "cmd_t", "dev", "ids", "cmps", "p", "schema", "brightness", "name", "exposes", "features",
+     "type", "property", "access", "definition", "friendly_name", "ieee_address", "nodes", "properties",
+     "datatype", "format", "settable", "t", "ft", "tp", "rl", "state", "sn", "fn", "value_min", "values"]
+)  # fmt: skip
+"""Keys the parsers look at, so that the generated documents reach past the first checks."""
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+JSON_VALUES = st.recursive(
+    SCALARS | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(KEYS | st.text(max_size=8), inner, max_size=6)
+    ),
+    max_leaves=30,
+)
+TOPICS = [
+    "homeassistant/light/a/config",
+    "homeassistant/device/a/config",
+    "zigbee2mqtt/bridge/devices",
+    "homie/5/dev/$description",
+    "tasmota/discovery/AA/config",
+    "tasmota/discovery/AA/sensors",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(topic=st.sampled_from(TOPICS), document=JSON_VALUES)
+def test_any_json_is_read_or_skipped_never_raised(topic: str, document: object) -> None:
+    ingest = ingest_for()
+    ingest.ingest(topic, json.dumps(document).encode())
+    for found in ingest.registry.devices():
+        assert found.entities  # a device is kept only with something to show
+        for each in found.entities:
+            assert each.state_topic is not None or each.command_topic is not None
+            json.dumps(each.command_schema, allow_nan=False)  # results are strict JSON
+
+
+@pytest.mark.parametrize("payload", [b'{"stat_t": "a", "min": Infinity}', b"[" * 100_000])
+def test_json_without_a_json_meaning_is_skipped(payload: bytes) -> None:
+    ingest = ingest_for()
+    ingest.ingest("homeassistant/number/a/config", payload)
+    assert ingest.skipped == 1 and len(ingest.registry) == 0

@@ -109,6 +109,10 @@ class DiscoveryIngest:
         except Malformed as exc:
             self._skip(convention, topic, f"the message: {exc}")
             return
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+            # A shape no check above foresaw: skipped like any malformed message, never raised.
+            self._skip(convention, topic, f"the message: it could not be read ({type(exc).__name__}: {exc})")
+            return
         for change in changes:
             if isinstance(change, Replace):
                 kept = (self._kept(convention, topic, report) for report in change.reports)

@@ -133,10 +133,20 @@ Change = Replace | SetOnline
 
 
 def parse_json(payload: bytes, what: str = "the payload") -> Any:
-    """The JSON document in `payload`; Malformed when it is not UTF-8 JSON."""
+    """The JSON document in `payload`; Malformed when it is not UTF-8 JSON.
+
+    NaN and Infinity, which Python's parser takes but JSON does not have, are refused too: they would
+    come back out in results as text no strict JSON client reads.
+    """
     try:
-        return json.loads(payload)
+        return json.loads(payload, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise Malformed(f"{what} is not JSON ({exc.msg} at {exc.pos})") from None
     except UnicodeDecodeError:
         raise Malformed(f"{what} is not UTF-8 text") from None
+    except RecursionError:
+        raise Malformed(f"{what} is nested too deeply") from None
+
+
+def _no_constant(name: str) -> None:
+    raise Malformed(f"{name} is not a JSON number")
