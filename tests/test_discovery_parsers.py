@@ -491,3 +491,15 @@ def test_json_without_a_json_meaning_is_skipped(payload: bytes) -> None:
     ingest = ingest_for()
     ingest.ingest("homeassistant/number/a/config", payload)
     assert ingest.skipped == 1 and len(ingest.registry) == 0
+
+
+def test_ha_device_discovery_component_with_only_its_platform_is_removed(
+    home_assistant: DiscoveryIngest,
+) -> None:
+    # The documentation's example: "This will explicitly remove the humidity sensor and its entry."
+    item = next(i for i in sample("home_assistant.json") if i["topic"].startswith("homeassistant/device/"))
+    payload = json.loads(json.dumps(item["payload"]))
+    payload["cmps"]["some_unique_id2"] = {"p": "sensor"}
+    feed(home_assistant, item["topic"], payload)
+    kitchen = device(home_assistant, "home_assistant:ea334450945afc")
+    assert {e.key for e in kitchen.entities} == {"temp01ae_t", "kitchen_light"}

@@ -106,12 +106,12 @@ def parse(topic: str, payload: bytes, prefix: str) -> list[DeviceReport]:
         for key, part in components.items():
             if not isinstance(part, dict):
                 raise Malformed(f"component {str(key)[:40]!r} is not an object")
-            part = {**shared, **_expanded(part)}
-            platform = part.get("platform")
+            own = _expanded(part)
+            platform = own.get("platform")
             if not isinstance(platform, str):
                 raise Malformed(f"component {str(key)[:40]!r} has no platform (p)")
-            if len(part) > 1:  # {"p": "sensor"} alone removes a component
-                entities.extend(_entities(platform, str(key), _with_base(part)))
+            if len(own) > 1:  # {"p": "sensor"} alone removes a component
+                entities.extend(_entities(platform, str(key), _with_base({**shared, **own})))
         availability = _availability(_with_base(shared))
     else:
         config = _with_base(config)
