@@ -217,6 +217,11 @@ def test_z2m_document_replaces_the_previous_one(zigbee: DiscoveryIngest) -> None
     assert [d.id for d in zigbee.registry.devices()] == ["zigbee2mqtt:0x90fd9ffffe6494fc"]
 
 
+def test_z2m_composites_writing_one_property_are_both_listed(zigbee: DiscoveryIngest) -> None:
+    bulb = device(zigbee, "zigbee2mqtt:0x90fd9ffffe6494fc")
+    assert {entity(bulb, "color_xy").value_field, entity(bulb, "color_hs").value_field} == {"/color"}
+
+
 def test_z2m_availability_marks_devices_online(zigbee: DiscoveryIngest) -> None:
     assert zigbee.wants("zigbee2mqtt/my_plug/availability")
     zigbee.ingest("zigbee2mqtt/my_plug/availability", b'{"state":"online"}')

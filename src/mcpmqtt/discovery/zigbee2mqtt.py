@@ -106,7 +106,8 @@ def _entities(state: str, expose: object, parent: str | None) -> list[Entity]:
     label = expose.get("label") or expose.get("name")
     return [
         Entity(
-            key=field,
+            # a light's color_xy and color_hs both write `color`: keyed by their names, both are listed
+            key=str(expose.get("name") or field) if kind == "composite" else field,
             kind=f"{parent}/{kind}" if parent else str(kind),
             name=device_text(label),
             state_topic=state if access & _PUBLISHED else None,
