@@ -403,3 +403,57 @@ async def test_the_feed_queues_only_discovery_messages_and_is_bounded() -> None:
     assert feed.dropped == 2
     await feed.idle()
     assert [d.id for d in feed.ingest.registry.devices()] == ["home_assistant:s0", "home_assistant:s1"]
+
+
+# ---- per caller, over HTTP with API keys -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_api_key_sees_only_what_its_grant_reads_and_writes(
+    broker: Mosquitto, tmp_path: pathlib.Path, mode: str
+) -> None:
+    from http_server import ServerProcess, config_for, http_client
+
+    from mcpmqtt.config import apikeys
+
+    full, kitchen = apikeys.new_key(), apikeys.new_key()
+    root = unique_root()
+    keys = [
+        {"name": "full", "hash": str(apikeys.hash_key(full, log_n=10))},
+        {
+            "name": "kitchen",
+            "hash": str(apikeys.hash_key(kitchen, log_n=10)),
+            "topics": [f"{root}/home/kitchen/#"],
+            "permissions": ["read"],
+        },
+    ]
+    await publish_retained(
+        broker,
+        [
+            (
+                f"{root}/ha/switch/{name}/config",
+                json.dumps(
+                    {
+                        "stat_t": f"{root}/home/{name}/state",
+                        "cmd_t": f"{root}/home/{name}/set",
+                        "uniq_id": name,
+                    }
+                ).encode(),
+            )
+            for name in ("kitchen", "hall")
+        ],
+    )
+    config = config_for(broker, {"api_keys": keys}, topics(root))
+    config["discovery"] = discovery_section(root)
+    with ServerProcess(tmp_path, config) as server:
+        server.wait_ready()
+        async with http_client(server.url, full, mode) as client:
+            everything = await devices_when(client, lambda r: len(r["devices"]) == 2)
+            assert all(entity(d, d["id"].split(":")[1])["writable"] for d in everything["devices"])
+        async with http_client(server.url, kitchen, mode) as client:
+            narrowed = structured(await client.call_tool("mqtt_list_devices", {}))
+            assert [d["id"] for d in narrowed["devices"]] == ["home_assistant:kitchen"]
+            switch = entity(narrowed["devices"][0], "kitchen")
+            assert switch["readable"] is True and switch["writable"] is False
+            refused = await client.call_tool("mqtt_describe", {"topic": f"{root}/home/hall/state"})
+            assert error_text(refused).startswith("permission denied:")
