@@ -462,13 +462,15 @@ KEYS = st.sampled_from(
 )  # fmt: skip
 """Keys the parsers look at, so that the generated documents reach past the first checks."""
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-JSON_VALUES = st.recursive(
-    SCALARS | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(KEYS | st.text(max_size=8), inner, max_size=6)
-    ),
-    max_leaves=30,
-)
+
+
+def _containers(children: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(KEYS | st.text(max_size=8), children, max_size=6)
+    )
+
+
+JSON_VALUES = st.recursive(SCALARS | st.text(max_size=20), _containers, max_leaves=30)
 TOPICS = [
     "homeassistant/light/a/config",
     "homeassistant/device/a/config",
