@@ -256,37 +256,53 @@ async def raw_paho_receive(broker: Mosquitto, count: int) -> dict[str, Any]:
     return {"msg_per_s": count / (finished[0] - started), "lost": count - len(set(received))}
 
 
-def startup(command: list[str], runs: int) -> dict[str, Any]:
-    """Seconds from process start to the initialize answer; the RSS of the last process when idle."""
-    times = []
-    rss_kb = 0
+def _startup_once(command: list[str]) -> tuple[float, int]:
+    """Seconds from process start to the initialize answer, and the idle RSS in kB a second later."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write((json.dumps(INITIALIZE) + "\n").encode())
+    process.stdin.flush()
+    process.stdout.readline()
+    elapsed = time.perf_counter() - started
+    time.sleep(1.0)  # let the broker connection settle: this is the idle footprint
+    status = pathlib.Path(f"/proc/{process.pid}/status").read_text()
+    rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    process.kill()
+    process.wait()
+    return elapsed, rss_kb
+
+
+def startup(commands: dict[str, list[str]], runs: int) -> dict[str, dict[str, float]]:
+    """Start-up of each command, interleaved run by run so that load on the machine hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    rss: dict[str, list[int]] = {name: [] for name in commands}
     for _ in range(runs):
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        assert process.stdin and process.stdout
-        process.stdin.write((json.dumps(INITIALIZE) + "\n").encode())
-        process.stdin.flush()
-        process.stdout.readline()
-        times.append(time.perf_counter() - started)
-        time.sleep(1.0)  # let the broker connection settle: this is the idle footprint
-        status = pathlib.Path(f"/proc/{process.pid}/status").read_text()
-        rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-        process.kill()
-        process.wait()
-    return {"median_s": statistics.median(times), "min_s": min(times), "idle_rss_mb": rss_kb / 1024}
+        for name, command in commands.items():
+            elapsed, rss_kb = _startup_once(command)
+            times[name].append(elapsed)
+            rss[name].append(rss_kb)
+    return {
+        name: {
+            "median_s": statistics.median(times[name]),
+            "min_s": min(times[name]),
+            "idle_rss_mb": statistics.median(rss[name]) / 1024,
+        }
+        for name in commands
+    }
 
 
 async def bench_sdk_floor(calls: int, mode: str) -> dict[str, Any]:
-    """The SDK's own cost of one tool call over stdio: the toy server's trivial `now` tool."""
+    """The SDK's own cost of one tool call over stdio: an async no-op tool (bench/noop_server.py)."""
     from mcp.client.stdio import StdioServerParameters
 
-    toy = StdioServerParameters(command=sys.executable, args=[str(ROOT / "examples" / "toy_mcp.py")])
-    async with Client(toy, mode=mode) as client:
+    noop = StdioServerParameters(command=sys.executable, args=[str(ROOT / "bench" / "noop_server.py")])
+    async with Client(noop, mode=mode) as client:
 
         async def once(_: int) -> None:
-            await client.call_tool("now", {})
+            await client.call_tool("noop", {})
 
         return summary(await timed(calls, 50, once))
 
@@ -304,12 +320,14 @@ async def main() -> None:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="mcpmqtt-bench-"))
     with Mosquitto(workdir / "broker") as broker:
         config, client_id = write_config(workdir, broker)
-        results: dict[str, Any] = {
-            "startup": startup([sys.executable, "-m", "mcpmqtt", "--config", str(config)], args.startups),
-            "startup_sdk_floor": startup(
-                [sys.executable, str(ROOT / "examples" / "toy_mcp.py")], args.startups
-            ),
-        }
+        starts = startup(
+            {
+                "mcpmqtt": [sys.executable, "-m", "mcpmqtt", "--config", str(config)],
+                "toy": [sys.executable, str(ROOT / "examples" / "toy_mcp.py")],
+            },
+            args.startups,
+        )
+        results: dict[str, Any] = {"startup": starts["mcpmqtt"], "startup_sdk_floor": starts["toy"]}
         results["sdk_floor"] = await bench_sdk_floor(args.calls, args.mode)
         ready = asyncio.Event()
         service = asyncio.create_task(responder(broker, ready))
@@ -341,7 +359,7 @@ def report(r: dict[str, Any]) -> None:
             f"{m['median_ms'] / w['median_ms']:6.2f}x {m['p99_ms']:7.3f}ms {w['p99_ms']:7.3f}ms"
         )
     floor = r["sdk_floor"]["median_ms"]
-    print(f"{'sdk floor (toy tool call)':30} {floor:9.3f}ms")
+    print(f"{'sdk floor (no-op tool call)':30} {floor:9.3f}ms")
     for name in ("publish_qos1", "query"):
         own = r[name]["mcp"]["median_ms"] - r[name]["raw"]["median_ms"] - floor
         print(f"  mcpmqtt's own cost in {name}: {own:+.3f} ms (mcp - raw - sdk floor)")
@@ -358,8 +376,9 @@ def report(r: dict[str, Any]) -> None:
     st, toy = r["startup"], r["startup_sdk_floor"]
     print(
         f"initialize answered after start: mcpmqtt {st['median_s']:.3f} s median (min {st['min_s']:.3f}), "
-        f"SDK toy server {toy['median_s']:.3f} s; idle RSS mcpmqtt {st['idle_rss_mb']:.1f} MB, "
-        f"toy {toy['idle_rss_mb']:.1f} MB"
+        f"SDK toy server {toy['median_s']:.3f} s: {1000 * (st['median_s'] - toy['median_s']):+.0f} ms; "
+        f"idle RSS mcpmqtt {st['idle_rss_mb']:.1f} MB, toy {toy['idle_rss_mb']:.1f} MB: "
+        f"{st['idle_rss_mb'] - toy['idle_rss_mb']:+.1f} MB"
     )
 
 

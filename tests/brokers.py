@@ -27,7 +27,8 @@ import time
 from types import TracebackType
 from typing import Self
 
-from mosquitto import find_executable, free_ports
+from mosquitto import find_executable
+from support import free_ports
 
 STARTUP_TIMEOUT = 60.0
 """Seconds `start` waits for the first accepted MQTT CONNECT (RabbitMQ needs about 8 to 12)."""

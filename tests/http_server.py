@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_client import TEST_TOPICS
 from mosquitto import Mosquitto
+from support import free_port
 
 STARTUP_TIMEOUT = 20.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def config_for(

@@ -55,6 +55,8 @@ import time
 from types import TracebackType
 from typing import Self
 
+from support import free_ports
+
 STARTUP_TIMEOUT = 10.0
 """Seconds `start` waits for every listener to accept TCP connections."""
 
@@ -378,18 +380,6 @@ def _require_prefix(client_id_prefix: str) -> None:
     # Broker messages ("Config loaded from ...") have the same shape as an UNSUBSCRIBE line.
     if not client_id_prefix:
         raise ValueError("client_id_prefix must not be empty")
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports that are free right now, distinct because all are held open until all are picked."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _find_dynsec_plugin(binary: pathlib.Path) -> pathlib.Path:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import pathlib
 
 from certificates import Authority, Issued
-from mosquitto import Mosquitto, free_ports
+from mosquitto import Mosquitto
+from support import free_ports
 
 
 class TlsMosquitto(Mosquitto):

@@ -9,13 +9,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 import pytest
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support import free_port
 
 
 def wait_listening(

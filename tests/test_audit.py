@@ -16,10 +16,12 @@ from typing import Any
 
 import anyio
 import pytest
+from http_server import ServerProcess, config_for
 from mcp.client import Client
 from mcp_client import MODES, connect, error_text, structured
 from mosquitto import Mosquitto
 from server_config import unique_root, write_full_config
+from test_faults import raw_http
 
 from mcpmqtt.server.audit import AuditLog
 
@@ -108,6 +110,14 @@ async def test_the_hash_is_of_the_bytes_sent_after_base64_decoding(audited: Audi
     await audited.call("mqtt_publish", topic=f"{ROOT}/lab/b", payload=payload, payload_encoding="base64")
     line = await audited.last(before)
     assert line["payload_bytes"] == 10 and line["payload_sha256"] == hashlib.sha256(raw).hexdigest()
+
+
+async def test_a_json_value_payload_is_recorded_as_the_json_text_sent(audited: Audited) -> None:
+    before = audited.count()
+    await audited.call("mqtt_publish", topic=f"{ROOT}/lab/j", payload={"command": "status", "t": 21.5})
+    line = await audited.last(before)
+    sent = b'{"command":"status","t":21.5}'
+    assert line["payload_bytes"] == len(sent) and line["payload_sha256"] == hashlib.sha256(sent).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -200,3 +210,72 @@ def test_the_writer_writes_what_was_queued_before_it_stops(tmp_path: pathlib.Pat
     lines = (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 100 and json.loads(lines[-1])["topic"] == "t/99"
     assert json.loads(lines[0])["uri"] == "x" and json.loads(lines[0])["client"] is None
+
+
+# ---- text from outside: the writer never stops, and a line is one record --------------------------
+
+
+async def test_a_lone_surrogate_anywhere_in_a_record_stops_no_later_record(
+    broker: Mosquitto, tmp_path: pathlib.Path
+) -> None:
+    """A lone surrogate (JSON may escape one; UTF-8 cannot encode it) in a topic or in the client's
+    name is written escaped, and every call after it is recorded too. Sent as raw 2026-07-28 HTTP,
+    whose parser lets such escapes through (the SDK's client cannot send them, stdio refuses them)."""
+    config = config_for(broker, topics=TOPICS)
+    config["audit"] = {"path": "audit.jsonl"}
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("mqtt_publish", {"topic": f"{ROOT}/lab/\ud800", "payload": "x"}),
+        ("mqtt_read", {"topic": f"{ROOT}/lab/\ud800/#", "timeout": 0}),
+        *[("mqtt_publish", {"topic": f"{ROOT}/lab/after", "payload": str(index)}) for index in range(3)],
+    ]
+    with ServerProcess(tmp_path, config) as server:
+        server.wait_ready()
+        async with raw_http(server.url, "modern") as raw:
+            assert raw.meta is not None
+            raw.meta = {
+                **raw.meta,
+                "io.modelcontextprotocol/clientInfo": {"name": "probe-\udc00", "version": "1"},
+            }
+            for request_id, (tool, arguments) in enumerate(calls, start=2):
+                await raw.call(request_id, tool, arguments)
+        lines = await Audited(None, tmp_path / "audit.jsonl").lines(len(calls))  # type: ignore[arg-type]
+    assert [line["topic"] for line in lines] == [arguments["topic"] for _, arguments in calls]
+    assert {line["client"] for line in lines} == {"probe-\udc00/1"}
+    raw_bytes = (tmp_path / "audit.jsonl").read_bytes()
+    assert b"\\ud800" in raw_bytes and b"\\udc00" in raw_bytes  # escaped: the file stays UTF-8
+    raw_bytes.decode("utf-8")
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+async def test_a_line_separator_in_a_topic_does_not_split_the_record(
+    audited: Audited, separator: str
+) -> None:
+    """`str.splitlines()` breaks lines at U+2028, U+2029 and U+0085 too: they are written escaped."""
+    before = audited.count()
+    topic = f"{ROOT}/lab/a{separator}b"
+    await audited.call("mqtt_publish", topic=topic, payload="x")
+    structured(await audited.call("mqtt_publish", topic=f"{ROOT}/lab/next", payload="x"))
+    lines = await audited.lines(before + 2)
+    assert len(audited.path.read_text(encoding="utf-8").splitlines()) == before + 2
+    assert [line["topic"] for line in lines[before:]] == [topic, f"{ROOT}/lab/next"]
+
+
+def test_a_record_that_cannot_be_written_is_counted_and_reported_and_the_writer_goes_on(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text for this")
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.start()
+    for _ in range(3):
+        log.record("resources/read", topic="t", decision="allowed", outcome="ok", odd=Unprintable())
+    log.record("resources/read", topic="fine", decision="allowed", outcome="ok")
+    log.close()
+    [line] = (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["topic"] == "fine"
+    assert log.lost == {"RuntimeError": 3}
+    reports = [r.getMessage() for r in caplog.records if "audit record" in r.getMessage()]
+    assert len(reports) == 2  # once when it first happens, once with the count when the log closes
+    assert "3 audit records were lost (RuntimeError" in reports[-1]

@@ -29,7 +29,7 @@ from mcpmqtt.config.http import ApiKey, OAuthSettings
 from mcpmqtt.rules.grants import Grant, grant_problems, narrow
 from mcpmqtt.rules.policy import Allowlist, Permission, Rule
 from mcpmqtt.transports import auth
-from mcpmqtt.transports.auth import Access, ApiKeyVerifier, JwtVerifier
+from mcpmqtt.transports.auth import CLIENT_ADDRESS, Access, ApiKeyVerifier, JwtVerifier
 
 pytestmark = pytest.mark.anyio
 
@@ -206,6 +206,20 @@ async def test_the_api_key_verifier_names_the_key_and_carries_its_allowlist() ->
     assert await verifier.verify_token(apikeys.new_key()) is None
 
 
+async def test_a_narrowed_keys_refusal_names_the_keys_limit_not_the_server() -> None:
+    key = apikeys.new_key()
+    reader = _key("reader", key, topics=["sensors/+/temperature"], permissions=["read"])
+    access = await ApiKeyVerifier([reader], PLANT).verify_token(key)
+    assert isinstance(access, Access) and access.allowlist is not None
+    refusal = access.allowlist.decide("write", "sensors/kitchen/temperature").reason
+    assert refusal == (
+        "permission denied: publishing to 'sensors/kitchen/temperature' needs a write pattern that "
+        "matches it; the API key 'reader' is limited to reading 'sensors/+/temperature', which allows "
+        "no publishing"
+    )
+    assert "this server" not in refusal
+
+
 async def test_a_known_key_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     key = apikeys.new_key()
     verifier = ApiKeyVerifier([_key("k", key)], PLANT)
@@ -350,6 +364,24 @@ async def test_scopes_narrow_the_allowlist(keys: Keys, tmp_path: pathlib.Path) -
     assert not nothing.allowlist.decide("read", "lab/x").allowed
 
 
+async def test_a_scopes_refusal_names_the_scopes_limit_not_the_server(
+    keys: Keys, tmp_path: pathlib.Path
+) -> None:
+    verifier = _verifier(keys, tmp_path, scopes={"mqtt.read": {"permissions": ["read"]}})
+    reader = await verifier.verify_token(keys.token(scope="mqtt.read"))
+    assert isinstance(reader, Access) and reader.allowlist is not None
+    assert reader.allowlist.decide("write", "lab/x").reason.endswith(
+        "; the token's scopes (mqtt.read) limit it to reading the allowlist's topics, which allows no "
+        "publishing"
+    )
+    nothing = await verifier.verify_token(keys.token(scope="openid"))
+    assert isinstance(nothing, Access) and nothing.allowlist is not None
+    assert nothing.allowlist.decide("read", "lab/x").reason.endswith(
+        "; the token carries none of the scopes that http.oauth.scopes grants (mqtt.read), which allows "
+        "no reading"
+    )
+
+
 async def test_the_jwks_url_is_fetched_again_for_a_new_key_id(
     keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -418,3 +450,20 @@ def test_a_jwks_file_that_is_no_key_set_is_an_error(tmp_path: pathlib.Path) -> N
         JwtVerifier(oauth, PLANT)
     with pytest.raises(ValueError, match="cannot read the JWKS file"):
         JwtVerifier(oauth.model_copy(update={"jwks_file": tmp_path / "missing.json"}), PLANT)
+
+
+async def test_a_flood_of_new_tokens_from_one_client_is_refused_unchecked_past_its_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = apikeys.new_key()
+    verifier = ApiKeyVerifier([_key("k", key)], PLANT)
+    checked: list[str] = []
+    original = apikeys.KeyHash.matches
+    monkeypatch.setattr(apikeys.KeyHash, "matches", lambda self, k: checked.append(k) or original(self, k))
+    CLIENT_ADDRESS.set("192.0.2.1")
+    flood = [apikeys.new_key() for _ in range(20)]
+    results = await asyncio.gather(*(verifier.verify_token(token) for token in [*flood, key]))
+    assert results == [None] * 21
+    assert len(checked) == 10  # two checked at once, eight waiting; the rest refused at once
+    assert key not in checked
+    assert isinstance(await verifier.verify_token(key), Access)  # refused unchecked is not remembered

@@ -1,16 +1,15 @@
 """The broker adapter against a real Mosquitto: acknowledgements, routing, retained, reconnects."""
 
 import asyncio
-import contextlib
 import pathlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 
 import anyio
 import pytest
 from devices import raw_client, reply_properties, responder
 from mosquitto import Mosquitto
-from processes import free_port
+from support import eventually, free_port, running
 
 from mcpmqtt.errors import BrokerRefused, BrokerUnavailable, InvalidArgument
 from mcpmqtt.mqtt import Broker, BrokerSettings, Inbox, Received
@@ -26,27 +25,6 @@ def settings(mosquitto: Mosquitto, port: int | None = None, **options: object) -
         client_id=f"test-{uuid.uuid4().hex[:10]}",
         **options,  # type: ignore[arg-type]
     )
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll until `condition` holds; fail the test with a clear message otherwise."""
-    with anyio.move_on_after(timeout):
-        while not condition():  # noqa: ASYNC110 - the conditions are plain state, nothing to await
-            await anyio.sleep(0.02)
-        return
-    pytest.fail(f"condition not met within {timeout} s")
-
-
-@contextlib.asynccontextmanager
-async def running(s: BrokerSettings, *, wait: bool = True) -> AsyncIterator[Broker]:
-    broker = Broker(s)
-    task = asyncio.create_task(broker.run())
-    try:
-        if wait:
-            await eventually(lambda: broker.connected)
-        yield broker
-    finally:
-        await broker.stop(task)
 
 
 def payloads(inbox: Inbox) -> list[bytes]:
@@ -123,10 +101,11 @@ async def test_overlapping_filters_each_get_exactly_one_copy(broker: Mosquitto) 
         async with adapter.subscription("ov/+", plus), adapter.subscription("ov/#", hash_):
             await device.publish("ov/a", b"1", qos=1)
             await device.publish("ov/b/c", b"2", qos=1)
-            await eventually(lambda: len(hash_.messages) == 2)
-            await anyio.sleep(0.2)  # a duplicate would have arrived by now
-        assert payloads(plus) == [b"1"]
-        assert payloads(hash_) == [b"1", b"2"]
+            # Delivered in order on our one connection: a duplicate of the above would come before this.
+            await device.publish("ov/end", b"end", qos=1)
+            await eventually(lambda: b"end" in payloads(plus) and b"end" in payloads(hash_))
+        assert payloads(plus) == [b"1", b"end"]
+        assert payloads(hash_) == [b"1", b"2", b"end"]
 
 
 async def test_calls_on_one_filter_share_one_broker_subscription(broker: Mosquitto) -> None:
@@ -154,9 +133,11 @@ async def test_joining_call_gets_retained_message_and_earlier_call_no_duplicate(
             await eventually(lambda: len(early.messages) == 1)
             async with adapter.subscription("ret/state", late):
                 await eventually(lambda: len(late.messages) == 1)
-                await anyio.sleep(0.2)
-        assert [(m.payload, m.retain) for m in early.messages] == [(b"on", True)]
-        assert [(m.payload, m.retain) for m in late.messages] == [(b"on", True)]
+                # In order after any retained copy the broker might have sent `early` as well.
+                await device.publish("ret/state", b"next", qos=1)
+                await eventually(lambda: len(late.messages) == 2 and early.messages[-1].payload == b"next")
+        assert [(m.payload, m.retain) for m in early.messages] == [(b"on", True), (b"next", False)]
+        assert [(m.payload, m.retain) for m in late.messages] == [(b"on", True), (b"next", False)]
         await device.publish("ret/state", b"", qos=1, retain=True)  # clear it for other tests
 
 
@@ -269,7 +250,6 @@ async def test_mqtt_311_a_follower_added_later_observes_topics_already_routed(br
 
 async def test_query_reply_sent_instantly_is_not_missed(broker: Mosquitto) -> None:
     async with running(settings(broker)) as adapter, responder(broker, "svc/+/request") as seen:
-        await anyio.sleep(0.1)
         reply = await adapter.request("svc/p1/request", b"status", qos=1, timeout=5)
         assert reply.message is not None
         assert reply.message.payload == b"re:status"
@@ -284,7 +264,6 @@ async def test_query_with_given_response_topic(broker: Mosquitto) -> None:
         running(settings(broker)) as adapter,
         responder(broker, "svc2/request", reply_topic="svc2/response") as seen,
     ):
-        await anyio.sleep(0.1)
         reply = await adapter.request(
             "svc2/request", b"ping", qos=0, timeout=5, response_topic="svc2/response"
         )
@@ -301,14 +280,12 @@ async def test_query_ignores_replies_with_other_correlation_data(broker: Mosquit
         return [(b"someone-else", b"wrong"), (props.CorrelationData if props else None, b"right")]
 
     async with running(settings(broker)) as adapter, responder(broker, "corr/request", wrong_then_right):
-        await anyio.sleep(0.1)
         reply = await adapter.request("corr/request", b"x", qos=1, timeout=5)
         assert reply.message is not None and reply.message.payload == b"right"
 
 
 async def test_concurrent_queries_each_get_their_own_reply(broker: Mosquitto) -> None:
     async with running(settings(broker)) as adapter, responder(broker, "many/request"):
-        await anyio.sleep(0.1)
         results: dict[int, bytes] = {}
 
         async def ask(i: int) -> None:
@@ -329,23 +306,89 @@ async def test_query_without_reply_times_out(broker: Mosquitto) -> None:
         assert reply.message is None
 
 
-async def test_reply_without_correlation_data_is_accepted(broker: Mosquitto) -> None:
+async def test_mqtt5_reply_without_correlation_data_answers_no_query(broker: Mosquitto) -> None:
+    """On MQTT 5 a reply carries the request's correlation data: a message without any, on the private
+    reply topic or a given one, is not a reply (anyone able to publish there could have sent it)."""
     async with running(settings(broker)) as adapter, raw_client(broker) as device:
         await device.subscribe("plain/request")
 
-        async def answer() -> None:
-            message = await anext(aiter(device.messages))
-            assert message.properties is not None
-            reply_to = message.properties.ResponseTopic
-            await device.publish(reply_to, b"plain", properties=reply_properties(None))
+        async def answer(count: int) -> None:
+            async for message in device.messages:
+                assert message.properties is not None
+                reply_to = message.properties.ResponseTopic
+                await device.publish(reply_to, b"no correlation", qos=1, properties=reply_properties(None))
+                count -= 1
+                if count == 0:
+                    return
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(answer)
-            reply = await adapter.request("plain/request", b"x", qos=0, timeout=5)
-        assert reply.message is not None and reply.message.payload == b"plain"
+            tg.start_soon(answer, 2)
+            private = await adapter.request("plain/request", b"x", qos=1, timeout=0.5)
+            given = await adapter.request(
+                "plain/request", b"x", qos=1, timeout=0.5, response_topic="plain/response"
+            )
+        assert private.message is None and given.message is None
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_retained_message_on_the_response_topic_is_never_the_reply(
+    broker: Mosquitto, protocol: str
+) -> None:
+    """A retained message is an old value the broker replays on SUBSCRIBE, never the answer to a
+    request sent after it, even when it carries the very correlation data (the probe's stale reply)."""
+    topic = f"stale/{protocol}/response"
+    async with running(settings(broker, protocol=protocol)) as adapter, raw_client(broker) as device:
+        await device.publish(topic, b"stale", qos=1, retain=True)
+        try:
+            reply = await adapter.request("stale/request", b"x", qos=1, timeout=0.5, response_topic=topic)
+            assert reply.message is None
+        finally:
+            await device.publish(topic, b"", qos=1, retain=True)
+
+
+async def test_one_message_answers_at_most_one_query(broker: Mosquitto) -> None:
+    """Two queries wait on one response topic; one injected message without correlation data answers
+    neither, and a reply carrying the first query's correlation data answers the first alone."""
+    async with (
+        running(settings(broker)) as adapter,
+        raw_client(broker) as device,
+        anyio.create_task_group() as tg,
+    ):
+        await device.subscribe("shared/request", qos=1)
+        replies: dict[str, object] = {}
+
+        async def ask(name: str, timeout: float) -> None:
+            replies[name] = await adapter.request(
+                "shared/request", name.encode(), qos=1, timeout=timeout, response_topic="shared/response"
+            )
+
+        tg.start_soon(ask, "first", 5)
+        tg.start_soon(ask, "second", 1.5)
+        requests = aiter(device.messages)
+        first = await anext(requests)
+        second = await anext(requests)
+        if first.payload == b"second":
+            first, second = second, first
+        assert first.properties is not None
+        await device.publish("shared/response", b"injected", qos=1, properties=reply_properties(None))
+        await device.publish(
+            "shared/response",
+            b"for the first",
+            qos=1,
+            properties=reply_properties(first.properties.CorrelationData),
+        )
+    answered = {name: reply.message.payload if reply.message else None for name, reply in replies.items()}  # type: ignore[attr-defined]
+    assert answered == {"first": b"for the first", "second": None}
 
 
 # ---- connection loss ----------------------------------------------------------------------------
+
+
+async def test_a_host_that_does_not_resolve_is_named_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    host = f"no-such-broker-{uuid.uuid4().hex[:8]}.invalid"  # .invalid never resolves (RFC 2606)
+    async with running(BrokerSettings(host=host, port=1883, client_id="test-unresolved"), wait=False):
+        await eventually(lambda: "retrying in" in caplog.text)
+    assert f"broker at {host}:1883: cannot connect: " in caplog.text
 
 
 async def test_broker_down_at_start_gives_unavailable_then_recovers(fresh_broker: Mosquitto) -> None:
@@ -454,11 +497,14 @@ async def test_a_follower_of_overlapping_filters_takes_each_message_once(broker:
             await device.publish("overlap/kitchen/temperature", b"2", qos=1)
             assert await call.wait_full(5)
             await eventually(lambda: seen("overlap/kitchen/temperature") == 2)
-            await anyio.sleep(0.2)  # a second copy of the last message, if one were taken, is in by now
+            # A topic one pattern follows, published after: a second copy of the last message would be in
+            # before it.
+            await device.publish("overlap/hall/temperature", b"2", qos=1)
+            await eventually(lambda: seen("overlap/hall/temperature") == 2)
         counts = {topic: entry.messages for topic, entry in state.matching("overlap/#")}
         assert counts == {
             "overlap/kitchen/temperature": 2,
-            "overlap/hall/temperature": 1,
+            "overlap/hall/temperature": 2,
             "overlap/kitchen/light": 1,
         }
         assert [(m.topic, m.payload) for m in call.messages] == [

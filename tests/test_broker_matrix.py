@@ -212,7 +212,7 @@ def target(request: pytest.FixtureRequest) -> Target:
 
 
 @dataclass
-class Served:
+class ServedOn:
     """The server under test, connected to one broker, and an MCP client talking to it over stdio."""
 
     target: Target
@@ -232,12 +232,12 @@ async def serve(target: Target, directory: pathlib.Path, **mqtt: Any) -> AsyncIt
 
 
 @pytest.fixture(scope="module")
-async def served(target: Target, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+async def served(target: Target, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServedOn]:
     async with serve(target, tmp_path_factory.mktemp(f"server-{target.name}")) as client:
         # Connected, and fallen back to 3.1.1 where that applies, before any test looks at the protocol.
         facts = await broker_facts(client, timeout=15)
         assert facts["connected"], f"the server did not connect to {target.name}: {facts}"
-        yield Served(target, client)
+        yield ServedOn(target, client)
 
 
 def unique() -> str:
@@ -250,7 +250,7 @@ async def next_message(client: aiomqtt.Client, timeout: float = 10) -> aiomqtt.M
         return await anext(aiter(client.messages))
 
 
-async def recovered(served: Served) -> None:
+async def recovered(served: ServedOn) -> None:
     """Wait until the server publishes again after the broker dropped its connection."""
     with anyio.fail_after(30):
         while True:
@@ -276,7 +276,7 @@ async def publish_in_rounds(client: aiomqtt.Client, topics: Sequence[str], until
 
 
 async def collect_while_publishing(
-    served: Served, topic_filter: str, topics: Sequence[str], count: int
+    served: ServedOn, topic_filter: str, topics: Sequence[str], count: int
 ) -> Any:
     """mqtt_subscribe(`topic_filter`, max_messages=`count`) while a device publishes to `topics`."""
     done = anyio.Event()
@@ -308,7 +308,7 @@ async def broker_facts(client: Client, timeout: float) -> dict[str, Any]:
     return facts
 
 
-async def test_server_speaks_the_protocol_expected(served: Served) -> None:
+async def test_server_speaks_the_protocol_expected(served: ServedOn) -> None:
     facts = await broker_facts(served.client, timeout=15)
     assert facts["connected"] and facts["protocol"] == served.target.protocol
 
@@ -337,7 +337,7 @@ async def test_fallback_to_311_when_the_broker_lacks_mqtt_5(target: Target, tmp_
 # ---- mqtt_publish -------------------------------------------------------------------------------
 
 
-async def test_publish_at_qos_0_and_1_reaches_a_raw_subscriber(served: Served) -> None:
+async def test_publish_at_qos_0_and_1_reaches_a_raw_subscriber(served: ServedOn) -> None:
     topic = f"lab/{unique()}/publish"
     async with served.target.raw() as observer:
         await observer.subscribe(topic, qos=2)
@@ -349,7 +349,7 @@ async def test_publish_at_qos_0_and_1_reaches_a_raw_subscriber(served: Served) -
             assert (message.payload, message.qos) == (f"q{qos}".encode(), expected_qos)
 
 
-async def test_publish_at_qos_2(served: Served) -> None:
+async def test_publish_at_qos_2(served: ServedOn) -> None:
     topic = f"lab/{unique()}/exactly-once"
     async with served.target.raw() as observer:
         await observer.subscribe(topic, qos=2)
@@ -382,7 +382,7 @@ async def test_max_qos_keeps_a_qos_2_publish_from_the_broker(target: Target, tmp
         assert (await next_message(observer)).payload == b"q1"  # the first to arrive: q2 never went out
 
 
-async def test_mqtt5_properties_are_sent_or_noted(served: Served) -> None:
+async def test_mqtt5_properties_are_sent_or_noted(served: ServedOn) -> None:
     """MQTT 3.1.1 has no properties: the message still goes out, without them, and `notes` says so."""
     topic = f"lab/{unique()}/properties"
     async with served.target.raw() as observer:
@@ -410,7 +410,7 @@ async def test_mqtt5_properties_are_sent_or_noted(served: Served) -> None:
         assert not getattr(message.properties, "UserProperty", None)
 
 
-async def test_binary_payload_goes_out_exact_and_comes_back_as_base64(served: Served) -> None:
+async def test_binary_payload_goes_out_exact_and_comes_back_as_base64(served: ServedOn) -> None:
     raw = bytes([0xFF, 0x00, 0xFE, 0x80]) + bytes(range(256))
     topic = f"lab/{unique()}/binary"
     async with served.target.raw() as device:
@@ -430,7 +430,7 @@ async def test_binary_payload_goes_out_exact_and_comes_back_as_base64(served: Se
 # ---- mqtt_subscribe and mqtt_read -------------------------------------------------------------------
 
 
-async def test_subscribe_with_plus_delivers_the_concrete_topics(served: Served) -> None:
+async def test_subscribe_with_plus_delivers_the_concrete_topics(served: ServedOn) -> None:
     base = f"lab/{unique()}"
     matching = [f"{base}/kitchen/temperature", f"{base}/hall/temperature"]
     other = [f"{base}/kitchen/humidity", f"{base}/kitchen/oven/temperature"]
@@ -439,7 +439,7 @@ async def test_subscribe_with_plus_delivers_the_concrete_topics(served: Served) 
     assert set(topics) == set(matching) and len(topics) == 4 and not result["timed_out"]
 
 
-async def test_subscribe_with_hash_delivers_the_parent_and_every_level_below(served: Served) -> None:
+async def test_subscribe_with_hash_delivers_the_parent_and_every_level_below(served: ServedOn) -> None:
     base = f"lab/{unique()}"
     matching = [f"{base}/house", f"{base}/house/floor1/room2"]
     result = await collect_while_publishing(served, f"{base}/house/#", [*matching, f"{base}/houseboat"], 4)
@@ -447,7 +447,7 @@ async def test_subscribe_with_hash_delivers_the_parent_and_every_level_below(ser
     assert set(topics) == set(matching) and len(topics) == 4
 
 
-async def test_a_burst_of_200_messages_is_not_lost(served: Served) -> None:
+async def test_a_burst_of_200_messages_is_not_lost(served: ServedOn) -> None:
     """A retained marker tells the test (through progress) that the subscription is in place; then a
     device fires 200 QoS 1 messages at once, and every one comes back, in order."""
     topic = f"lab/{unique()}/burst"
@@ -481,7 +481,7 @@ async def test_a_burst_of_200_messages_is_not_lost(served: Served) -> None:
     assert [message["payload"] for message in messages[1:]] == [str(number) for number in range(200)]
 
 
-async def test_a_retained_message_is_read_at_once(served: Served) -> None:
+async def test_a_retained_message_is_read_at_once(served: ServedOn) -> None:
     base = f"lab/{unique()}"
     async with served.target.raw() as device:
         await device.publish(f"{base}/state", b"on", qos=1, retain=True)
@@ -502,7 +502,7 @@ async def test_a_retained_message_is_read_at_once(served: Served) -> None:
 # ---- mqtt_query ---------------------------------------------------------------------------------
 
 
-async def test_query_gets_the_reply_from_a_responder(served: Served) -> None:
+async def test_query_gets_the_reply_from_a_responder(served: ServedOn) -> None:
     base = f"lab/{unique()}"
     v5 = served.target.protocol == "5"
     reply_topic = f"{base}/reply"
@@ -532,7 +532,7 @@ async def test_query_gets_the_reply_from_a_responder(served: Served) -> None:
 # ---- live state: mqtt_last and mqtt_list_topics ------------------------------------------------------
 
 
-async def test_live_state_knows_what_arrived(served: Served) -> None:
+async def test_live_state_knows_what_arrived(served: ServedOn) -> None:
     """On MQTT 5 the server follows its read patterns, so it knows a topic no call has read; on 3.1.1
     it knows only what calls delivered, and mqtt_last says so in its note."""
     base = f"lab/{unique()}"
@@ -560,16 +560,16 @@ async def test_live_state_knows_what_arrived(served: Served) -> None:
 
 
 @asynccontextmanager
-async def refusing_server(served: Served, directory: pathlib.Path) -> AsyncIterator[Served]:
+async def refusing_server(served: ServedOn, directory: pathlib.Path) -> AsyncIterator[ServedOn]:
     """The server where the broker's rules apply to it: the main one, or one of its own (Mosquitto)."""
     if served.target.refusing_mqtt is None:
         yield served
         return
     async with serve(served.target, directory, **served.target.refusing_mqtt) as client:
-        yield Served(served.target, client)
+        yield ServedOn(served.target, client)
 
 
-async def test_a_subscription_the_broker_refuses(served: Served, tmp_path: pathlib.Path) -> None:
+async def test_a_subscription_the_broker_refuses(served: ServedOn, tmp_path: pathlib.Path) -> None:
     target = served.target
     async with refusing_server(served, tmp_path) as server:
         text = error_text(await server.call("mqtt_subscribe", topic=target.refused_filter, timeout=5))
@@ -580,7 +580,7 @@ async def test_a_subscription_the_broker_refuses(served: Served, tmp_path: pathl
             await recovered(server)
 
 
-async def test_a_publish_the_broker_refuses(served: Served, tmp_path: pathlib.Path) -> None:
+async def test_a_publish_the_broker_refuses(served: ServedOn, tmp_path: pathlib.Path) -> None:
     """At QoS 1. Where the broker acknowledges it, an allowed message sent after it (on the same
     connection, so delivered after it) proves that the broker dropped it."""
     target = served.target
@@ -610,7 +610,7 @@ async def test_a_publish_the_broker_refuses(served: Served, tmp_path: pathlib.Pa
         assert refused not in seen
 
 
-async def test_a_topic_with_a_dot(served: Served) -> None:
+async def test_a_topic_with_a_dot(served: ServedOn) -> None:
     base = f"lab/{unique()}"
     dotted = f"{base}/firmware/v1.2"
     outcome = served.target.expect.dotted_topics
@@ -637,7 +637,7 @@ async def test_a_topic_with_a_dot(served: Served) -> None:
         assert read["message"] is None and read["timed_out"]
 
 
-async def test_hash_never_shows_the_brokers_own_dollar_topics(served: Served) -> None:
+async def test_hash_never_shows_the_brokers_own_dollar_topics(served: ServedOn) -> None:
     """MQTT keeps `$`-topics out of `#`; NATS does not (its JetStream API traffic shows), so the
     server's own check on every delivered message is what keeps them from the agent."""
     base = f"lab/{unique()}"

@@ -73,6 +73,14 @@ def test_check_config_on_the_original_config_exits_0_and_prints_every_pattern(tm
     assert [words[0] for words in pattern_lines] == ORIGINAL_PATTERNS
 
 
+def test_check_config_lists_the_deny_entry_that_fences_the_reply_topics(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"topics": [{"pattern": "#", "permissions": ["read"]}]})
+    done = _run("check-config", "--config", str(path), home=tmp_path)
+    assert done.returncode == 0
+    [line] = [line for line in done.stdout.splitlines() if "mcpmqtt/replies/#" in line]
+    assert "deny read+write" in line and "private reply topics" in line
+
+
 def test_check_config_on_an_invalid_file_exits_2_naming_the_file_and_the_field(tmp_path: Path) -> None:
     path = _write(tmp_path, {"mqtt": {"hots": "broker.local"}, "topics": MINIMAL_TOPICS})
     done = _run("check-config", "--config", str(path), home=tmp_path)
@@ -146,6 +154,24 @@ def test_http_on_a_non_loopback_address_is_refused_before_it_starts(tmp_path: Pa
     assert "loopback" in done.stderr
     assert "authentication" in done.stderr
     assert "Uvicorn running" not in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--port", "8123"], "mcpmqtt serve: --port applies to HTTP only"),
+        (
+            ["serve", "--transport", "stdio", "--host", "127.0.0.1"],
+            "mcpmqtt serve: --host applies to HTTP only",
+        ),
+        (["serve", "--host", "::1", "--port", "1"], "mcpmqtt serve: --host and --port apply to HTTP only"),
+    ],
+)
+def test_host_or_port_with_stdio_is_refused_not_ignored(tmp_path: Path, args: list[str], says: str) -> None:
+    done = _run(*args, "--config", str(ORIGINAL), home=tmp_path)
+    assert done.returncode == 2
+    assert says in done.stderr and "add --transport http" in done.stderr
     assert done.stdout == ""
 
 

@@ -121,8 +121,8 @@ def test_invalid_pattern_stops_loading_and_names_the_pattern(tmp_path: Path, pat
 def test_empty_topics_list_is_an_error(tmp_path: Path) -> None:
     message, path = _load_error(tmp_path, _with(topics=[]))
     assert str(path) in message
-    assert "topics: " in message
-    assert "at least 1" in message
+    assert "topics: the allowlist needs at least one entry" in message
+    assert '{"pattern": "sensors/+/temperature", "permissions": ["read"]' in message  # an entry to copy
 
 
 def test_missing_topics_key_is_an_error(tmp_path: Path) -> None:
@@ -304,6 +304,65 @@ def test_invalid_json_names_the_file_line_and_column(tmp_path: Path) -> None:
     message = str(caught.value)
     assert str(path) in message
     assert "not valid JSON at line 3, column 21" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            '{\n  "topics": [\n    {"pattern": "a", "permissions": ["read"]},\n  ]\n}\n',
+            "a trailing comma before ] is not allowed in JSON: remove the comma at line 3, column 46",
+        ),
+        (
+            '{"topics": [{"pattern": "a", "permissions": ["read"],}]}',
+            "a trailing comma before } is not allowed in JSON: remove the comma at line 1, column 53",
+        ),
+    ],
+)
+def test_a_trailing_comma_is_named_as_the_likely_cause(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        load_config(path)
+
+
+def test_a_json_error_without_a_trailing_comma_blames_no_comma(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"topics": [}')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "comma" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n"])
+def test_an_empty_file_is_called_empty(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"invalid config {path}: the file is empty" in str(caught.value)
+    assert "Expecting value" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ({**MINIMAL, "topcs": []}, "topcs: unknown key; did you mean 'topics'?"),
+        (_with(mqtt={"hots": "broker"}), "mqtt.hots: unknown key; did you mean 'host'?"),
+        (
+            {"topics": [{"pattern": "a", "permissions": ["read"], "descripton": "x"}]},
+            "topics[0].descripton: unknown key; did you mean 'description'?",
+        ),
+        (_with(mqtt={"tls": {"ca_fil": "ca.pem"}}), "mqtt.tls.ca_fil: unknown key; did you mean 'ca_file'?"),
+        (
+            _with(mqtt={"zzzzzz": 1}),
+            "mqtt.zzzzzz: unknown key (not part of the config format; check the spelling)",
+        ),
+    ],
+)
+def test_a_misspelt_key_gets_a_did_you_mean(tmp_path: Path, config: dict[str, Any], says: str) -> None:
+    message, _ = _load_error(tmp_path, config)
+    assert says in message
 
 
 def test_top_level_json_array_is_an_error(tmp_path: Path) -> None:

@@ -4,7 +4,11 @@ the amqtt fallback, driven by the MCP SDK's client, and nothing left running onc
 
 import itertools
 import json
+import logging
+import os
 import pathlib
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -19,10 +23,14 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_client import TOOLS, structured
+from mosquitto import Mosquitto
+from node import INSPECTOR, node, npx
+from support import free_port
 
-from mcpmqtt.demo.config import DEMO_TOPICS
-from mcpmqtt.demo.devices import Printer, Sensor, parse_request
+from mcpmqtt.demo.config import DEMO_TOPICS, demo_config
+from mcpmqtt.demo.devices import Printer, Sensor, parse_request, run_devices
 from mcpmqtt.demo.tour import STEPS
+from mcpmqtt.server.build import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -32,19 +40,23 @@ ORIGINAL = pathlib.Path(__file__).parent / "fixtures" / "original_config.json"
 DEMO = [sys.executable, "-m", "mcpmqtt", "demo"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Running:
     """A demo process whose output goes to files, so that a full pipe can never stall it."""
 
-    def __init__(self, workdir: pathlib.Path, *args: str, stdin: int = subprocess.DEVNULL) -> None:
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        *args: str,
+        stdin: int = subprocess.DEVNULL,
+        session: bool = False,
+        program: list[str] = DEMO,
+    ) -> None:
         self.stdout_path, self.stderr_path = workdir / "stdout", workdir / "stderr"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen([*DEMO, *args], stdin=stdin, stdout=out, stderr=err)
+            # session=True: the demo leads a process group of its own, as a shell's foreground job does.
+            self.process = subprocess.Popen(
+                [*program, *args], stdin=stdin, stdout=out, stderr=err, start_new_session=session
+            )
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8")
@@ -75,10 +87,12 @@ def launch(tmp_path: pathlib.Path) -> Iterator[Launch]:
     """Start demos; whatever is still running at the end is killed, children first."""
     started: list[Running] = []
 
-    def start(*args: str, stdin: int = subprocess.DEVNULL) -> Running:
+    def start(
+        *args: str, stdin: int = subprocess.DEVNULL, session: bool = False, program: list[str] = DEMO
+    ) -> Running:
         workdir = tmp_path / f"demo{len(started)}"
         workdir.mkdir()
-        started.append(Running(workdir, *args, stdin=stdin))
+        started.append(Running(workdir, *args, stdin=stdin, session=session, program=program))
         return started[-1]
 
     yield start
@@ -104,13 +118,83 @@ async def test_demo_answers_tools_list_over_http_within_10_seconds(launch: Launc
 
     banner = demo.stderr()
     assert ("Mosquitto" if broker == "mosquitto" else "amqtt") in banner
-    assert json.dumps({"mcpServers": {"mqtt-demo": {"url": f"http://127.0.0.1:{port}/mcp"}}}) in banner
-    assert '"args": ["demo", "--transport", "stdio"]' in banner
+    http_entry = {"mcpServers": {"mqtt-demo": {"type": "http", "url": f"http://127.0.0.1:{port}/mcp"}}}
+    assert json.dumps(http_entry) in banner
+    # Started as `python -m mcpmqtt`, the demo tells the host to start it the same way, in full.
+    stdio_entry = {
+        "mcpServers": {
+            "mqtt-demo": {
+                "command": sys.executable,
+                "args": ["-m", "mcpmqtt", "demo", "--transport", "stdio"],
+            }
+        }
+    }
+    assert json.dumps(stdio_entry) in banner
     assert f"--cli http://127.0.0.1:{port}/mcp --transport http --method tools/list" in banner
     assert "\033[" not in banner, "colour codes written to a pipe"
     demo.process.terminate()
     assert demo.process.wait(10) == 0
     assert demo.stdout_path.read_text() == "", "the demo wrote to stdout"
+
+
+async def test_demo_prints_one_line_per_tool_call_with_the_refusal(launch: Launch) -> None:
+    port = free_port()
+    demo = launch("--port", str(port))
+    await anyio.to_thread.run_sync(demo.wait_for_stderr, "Ctrl-C stops everything")
+    async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+        await client.call_tool("mqtt_publish", {"topic": "sensors/exampleroom1/temperature", "payload": "99"})
+        await client.call_tool("mqtt_subscribe", {"topic": "#", "timeout": 1})
+        await client.call_tool("mqtt_read", {"topic": "status/system"})
+    await anyio.to_thread.run_sync(demo.wait_for_stderr, "→ mqtt_read status/system: ok")
+    lines = [line for line in demo.stderr().splitlines() if line.startswith("→ ")]
+    assert lines[0].startswith(
+        "→ mqtt_publish sensors/exampleroom1/temperature: refused: permission denied: publishing to "
+        "'sensors/exampleroom1/temperature' needs a write pattern"
+    )
+    assert lines[1].startswith("→ mqtt_subscribe #: refused: permission denied: no single read pattern")
+    assert lines[2] == "→ mqtt_read status/system: ok"
+
+
+@pytest.mark.inspector
+def test_banner_entries_work_in_the_inspector_as_printed(launch: Launch, tmp_path: pathlib.Path) -> None:
+    """Each `mcp.json` entry of the banner, pasted as is into a host's file: the Inspector's `--config`
+    reads them as hosts do, from another folder and with a PATH that does not hold mcpmqtt."""
+    inspector = [npx(), "-y", INSPECTOR, "--cli"]
+    env = node().env  # the Inspector asks for Node >= 22.19
+    env["PATH"] = os.pathsep.join(
+        folder for folder in env["PATH"].split(os.pathsep) if not (pathlib.Path(folder) / "mcpmqtt").exists()
+    )
+    port = free_port()
+    console_script = str(pathlib.Path(sys.executable).parent / "mcpmqtt")
+    demo = launch("demo", "--port", str(port), program=[console_script])
+    demo.wait_for_stderr("Ctrl-C stops everything")
+    entries = [
+        line.strip() for line in demo.stderr().splitlines() if line.strip().startswith('{"mcpServers"')
+    ]
+    assert len(entries) == 2, demo.stderr()
+
+    for number, entry in enumerate(entries):
+        host_file = tmp_path / f"mcp{number}.json"
+        host_file.write_text(entry)
+        done = subprocess.run(
+            [*inspector, "--config", str(host_file), "--server", "mqtt-demo", "--method", "tools/list"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"{entry}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        assert {tool["name"] for tool in json.loads(done.stdout)["tools"]} == TOOLS, entry
+    assert json.loads(entries[1])["mcpServers"]["mqtt-demo"]["command"] == console_script
+
+    # And the Inspector command the banner prints, as printed.
+    [printed] = [line.strip() for line in demo.stderr().splitlines() if line.strip().startswith("npx ")]
+    done = subprocess.run(
+        [npx(), *shlex.split(printed)[1:]], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, f"{printed}:\n{done.stderr[-2000:]}"
+    assert {tool["name"] for tool in json.loads(done.stdout)["tools"]} == TOOLS
 
 
 @pytest.mark.parametrize(
@@ -129,7 +213,8 @@ def test_a_stop_signal_ends_the_demo_and_its_broker(
     port = free_port()
     # Over stdio the host keeps stdin open: the signal, not end of input, must end the demo.
     stdin = subprocess.PIPE if transport == "stdio" else subprocess.DEVNULL
-    demo = launch("--transport", transport, "--port", str(port), "--broker", broker, stdin=stdin)
+    where = ["--port", str(port)] if transport == "http" else []
+    demo = launch("--transport", transport, *where, "--broker", broker, stdin=stdin)
     if transport == "http":
         demo.wait_for_port(port, time.monotonic() + 10)
     else:
@@ -145,6 +230,39 @@ def test_a_stop_signal_ends_the_demo_and_its_broker(
     assert "Traceback" not in demo.stderr()
 
 
+@pytest.mark.parametrize(
+    ("transport", "broker"), [("http", "mosquitto"), ("http", "amqtt"), ("stdio", "mosquitto")]
+)
+def test_ctrl_c_in_a_terminal_stops_the_demo_cleanly(launch: Launch, transport: str, broker: str) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group, not the demo alone."""
+    where = ["--port", str(free_port())] if transport == "http" else []
+    stdin = subprocess.PIPE if transport == "stdio" else subprocess.DEVNULL
+    demo = launch("--transport", transport, *where, "--broker", broker, stdin=stdin, session=True)
+    demo.wait_for_stderr("Ctrl-C stops everything" if transport == "http" else "MCP on this process's stdin")
+    children = psutil.Process(demo.process.pid).children(recursive=True)
+
+    os.killpg(demo.process.pid, signal.SIGINT)
+    assert demo.process.wait(10) == 0, demo.stderr()[-3000:]
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left running: {alive}"
+    assert "stopped the server, the devices and the broker" in demo.stderr()
+    assert "Traceback" not in demo.stderr()
+    assert "lost the broker" not in demo.stderr(), "the broker stopped before the devices"
+
+
+async def test_devices_stop_quietly_when_their_broker_goes_away(
+    fresh_broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker stopped while the devices run (a service manager stopping the demo's whole group, say)
+    ends the devices with a log line, not an exception."""
+    caplog.set_level(logging.INFO, "mcpmqtt.demo.devices")
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(run_devices, fresh_broker.host, fresh_broker.port, "5", "mosquitto")
+            await anyio.to_thread.run_sync(fresh_broker.stop)
+    assert "the devices lost the broker" in caplog.text
+
+
 @pytest.mark.parametrize("broker", BROKERS)
 def test_tour_passes_and_its_transcript_shows_every_step(broker: str) -> None:
     done = subprocess.run([*DEMO, "--tour", "--broker", broker], capture_output=True, text=True, timeout=60)
@@ -153,6 +271,12 @@ def test_tour_passes_and_its_transcript_shows_every_step(broker: str) -> None:
     for number, (title, _) in enumerate(STEPS, start=1):
         assert f"{number}. {title}" in transcript
     assert transcript.count("   ok\n") == len(STEPS)
+    titles = " ".join(title for title, _ in STEPS)
+    assert all(tool in titles for tool in TOOLS), "the tour leaves out a tool the demo offers"
+    assert (
+        "Send the request '{\"command\": \"status\"}' to the device on 'commands/printer/request'"
+        in transcript
+    )
     assert f"tour passed: all {len(STEPS)} steps worked" in transcript
     assert '"devices_online": 7' in transcript
     assert transcript.count("sensors/exampleroom") >= 2
@@ -189,8 +313,11 @@ def _taken_port() -> tuple[socket.socket, int]:
         (["--config", "x.json", "demo"], 2, "--config does not apply"),
         (["demo", "--tour", "--transport", "stdio"], 2, "drop --transport stdio"),
         (["demo", "--host", "0.0.0.0"], 2, "refusing to serve HTTP on 0.0.0.0"),
+        (["demo", "--transport", "stdio", "--port", "{free}"], 2, "--port applies to HTTP only"),
         (["demo", "--port", "{taken}"], 1, "pass another --port"),
-        (["demo", "--broker-port", "{taken}"], 1, "pass another --broker-port"),
+        # An explicit free --port: the default 8000 may be taken (a demo left running), and the demo
+        # checks --port first.
+        (["demo", "--port", "{free}", "--broker-port", "{taken}"], 1, "pass another --broker-port"),
     ],
 )
 def test_demo_refuses_what_it_cannot_do_before_starting_anything(
@@ -200,7 +327,8 @@ def test_demo_refuses_what_it_cannot_do_before_starting_anything(
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         taken = str(listener.getsockname()[1])
-        command = [*DEMO[:3], *(arg.replace("{taken}", taken) for arg in args)]
+        free = str(free_port())
+        command = [*DEMO[:3], *(arg.replace("{taken}", taken).replace("{free}", free) for arg in args)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == status
     assert says in done.stderr
@@ -229,6 +357,18 @@ def test_printer_refuses_a_bad_request_and_says_what_it_accepts(request_: dict[s
     reply = Printer().handle(request_)
     assert reply["ok"] is False
     assert "set_temperature" in reply["error"]
+
+
+async def test_the_device_request_prompts_example_is_a_request_the_printer_understands() -> None:
+    prompts = {
+        prompt.name: prompt for prompt in await build_server(demo_config("127.0.0.1", 1)).list_prompts()
+    }
+    [command] = [
+        argument for argument in prompts["device_request"].arguments or [] if argument.name == "command"
+    ]
+    example = re.search(r"e\.g\. (\{.*\})", command.description or "")
+    assert example is not None, command.description
+    assert Printer().handle(parse_request(example[1].encode()))["ok"] is True
 
 
 def test_sensor_values_drift_but_stay_plausible() -> None:

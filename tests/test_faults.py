@@ -28,7 +28,7 @@ from mcp_client import MODES, connect, error_text, structured, wait_for_log, wri
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from mosquitto import Mosquitto
 from relay import Relay
-from test_stdio_wire import Wire, start
+from support import Served, Wire, start
 
 pytestmark = pytest.mark.anyio
 
@@ -568,20 +568,13 @@ async def test_malformed_json_rpc_and_wrong_argument_types_over_http(
 # ---- cancellation -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Served:
-    client: Client
-    client_id: str
-    mode: str
-
-
 @pytest.fixture(scope="module", params=MODES)
 async def served(
     request: pytest.FixtureRequest, broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Served]:
     config, client_id = configure(tmp_path_factory.mktemp("faults"), broker)
     async with connect(config, request.param) as client:
-        yield Served(client, client_id, request.param)
+        yield Served(client, client_id, broker, request.param)
 
 
 WAITING_CALLS: dict[str, tuple[dict[str, Any], str]] = {

@@ -20,6 +20,7 @@ import anyio
 import psutil
 import pytest
 from mcp.client import Client
+from support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -67,12 +68,6 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> FreshInstall:
     )
     assert install.returncode == 0, f"pip install failed:\n{install.stdout}\n{install.stderr}"
     return FreshInstall(folder, env)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 Launch = Callable[[pathlib.Path, list[str]], subprocess.Popen[bytes]]

@@ -6,6 +6,7 @@ is asked through MCP elicitation of the SDK client, which accepts, declines or c
 """
 
 import base64
+import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from devices import raw_client, responder
 from mcp.client import Client
 from mcp_client import MODES, error_text, structured
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, ElicitResult, InputRequiredResult
 from mosquitto import Mosquitto
 from server_config import Person, connect_with, unique_root, write_full_config
 
@@ -158,6 +159,41 @@ def test_payload_schema_violation_is_quoted_with_its_json_path(payload: bytes, e
     else:
         assert problem is not None and expected in problem
         assert problem.startswith("invalid argument: ")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"brightness": 999, "brightness": 10}', b'{"a": {"brightness": 1, "brightness": 2}, "brightness": 3}'],
+)
+def test_a_duplicate_key_is_refused_naming_it(payload: bytes) -> None:
+    """JSON parsers disagree on which of two equal keys wins: Python's sees the last, a device's may
+    see the first. Validating one reading and forwarding bytes another reads is no check at all."""
+    problem = text(Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check("l/kitchen", payload))
+    assert problem is not None and problem.startswith("invalid argument: ")
+    assert "the key 'brightness' appears twice in one object" in problem
+
+
+@pytest.mark.parametrize("depth", [65, 1500, 100_000])
+def test_deeply_nested_json_is_refused_with_its_limit(depth: int) -> None:
+    schema = {"type": "array"}
+    payload = b"[" * depth + b"]" * depth
+    problem = text(Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/deep", payload))
+    assert problem is not None and problem.startswith("invalid argument: ")
+    assert "nests arrays and objects deeper than 64 levels" in problem
+    assert (
+        Guardrails([Guardrail("l/#", payload_schema=schema)]).check("l/deep", b"[" * 64 + b"]" * 64) is None
+    )
+
+
+@pytest.mark.parametrize("number", [b"10.0", b"1e2", b"100"])
+def test_an_integral_number_satisfies_an_integer_field_whatever_its_spelling(number: bytes) -> None:
+    """JSON Schema (draft 2020-12) counts any number with no fractional part as an integer; the
+    payload is forwarded byte for byte, so a device receives 10.0 as 10.0 (docs/configuration.md)."""
+    payload = b'{"brightness": ' + number + b"}"
+    assert Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check("l/kitchen", payload) is None
+    assert Guardrails([Guardrail("l/#", payload_schema=LIGHT_SCHEMA)]).check(
+        "l/kitchen", b'{"brightness": 1.5}'
+    )
 
 
 def test_a_long_violation_message_is_shortened() -> None:
@@ -385,6 +421,16 @@ async def test_payload_must_satisfy_the_schema(guarded: Guarded) -> None:
         assert await first_message(observer) == b'{"brightness": 128}'  # the refused ones never went out
 
 
+async def test_deep_nesting_and_duplicate_keys_on_a_schema_topic_get_precise_refusals(
+    guarded: Guarded,
+) -> None:
+    deep = error_text(await guarded.publish("lab/light/kitchen", "[" * 1500 + "]" * 1500))
+    assert deep.startswith(f"invalid argument: publishing to '{ROOT}/lab/light/kitchen' needs a JSON")
+    assert "deeper than 64 levels" in deep
+    twice = error_text(await guarded.publish("lab/light/kitchen", '{"brightness": 999, "brightness": 10}'))
+    assert twice.startswith("invalid argument: ") and "'brightness' appears twice" in twice
+
+
 async def test_rate_limit_refuses_and_says_when_to_try_again(guarded: Guarded) -> None:
     structured(await guarded.publish("lab/rate/a", "1"))
     structured(await guarded.publish("lab/rate/b", "2"))
@@ -480,3 +526,44 @@ async def test_query_to_a_confirm_topic_from_a_client_that_cannot_ask_is_refused
         f"permission denied: sending a request to '{ROOT}/devices/printer/request' needs a person's "
         "confirmation"
     )
+
+
+async def test_a_confirmation_answers_one_publish_however_often_it_is_replayed(
+    broker: Mosquitto, tmp_path: pathlib.Path
+) -> None:
+    """2026-07-28: the answer and the sealed requestState travel with the retried call. Sent again
+    as they are, they must not publish again: one confirmation, one publish."""
+    config = write_full_config(tmp_path, broker, guarded_topics(ROOT))
+    arguments = {"topic": f"{ROOT}/lab/door/replayed", "payload": "unlock", "qos": 1}
+    async with (
+        connect_with(config, "auto", Person()) as client,
+        raw_client(broker) as observer,
+    ):
+        await observer.subscribe(f"{ROOT}/lab/door/replayed", qos=1)
+        asked = await client.session.call_tool("mqtt_publish", arguments, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult) and asked.input_requests
+        answers = {key: ElicitResult(action="accept", content={}) for key in asked.input_requests}
+        results = [
+            await client.session.call_tool(
+                "mqtt_publish",
+                arguments,
+                input_responses=answers,  # type: ignore[arg-type]
+                request_state=asked.request_state,
+                allow_input_required=True,
+            )
+            for _ in range(3)
+        ]
+        assert isinstance(results[0], CallToolResult)
+        assert structured(results[0])["bytes"] == 6
+        for replay in results[1:]:
+            assert isinstance(replay, CallToolResult)
+            assert error_text(replay).startswith("permission denied: this confirmation was already used")
+        async with raw_client(broker) as marker:  # published after every replay was answered
+            await marker.publish(f"{ROOT}/lab/door/replayed", b"marker", qos=1)
+        arrived = []
+        with anyio.fail_after(5):
+            async for message in observer.messages:
+                arrived.append(message.payload)
+                if message.payload == b"marker":
+                    break
+        assert arrived == [b"unlock", b"marker"]  # one publish, whatever was replayed

@@ -142,6 +142,32 @@ def test_an_invalid_token_gets_401(server: ServerProcess, issuer: Issuer, claims
     assert post(server.url, **bearer(token)).status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("claims", "why"),
+    [
+        pytest.param({"expired_for": 600}, "the access token has expired", id="expired"),
+        # Within the verifier's 30 s leeway, but the SDK's bearer check allows none.
+        pytest.param({"expired_for": 5}, "the access token has expired", id="just-expired"),
+        pytest.param(
+            {"aud": "https://other.example.net/mcp"}, "the access token is not valid here: ", id="other"
+        ),
+    ],
+)
+def test_a_401_says_whether_the_token_was_expired_or_wrong(
+    server: ServerProcess, issuer: Issuer, claims: dict[str, Any], why: str
+) -> None:
+    claims = dict(claims)
+    if "expired_for" in claims:  # counted from now, not from when the tests were collected
+        claims["exp"] = int(time.time()) - claims.pop("expired_for")
+    token = issuer.token(claims.pop("aud", server.url), scope="mcp mqtt.all", **claims)
+    response = post(server.url, **bearer(token))
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert f'error="invalid_token", error_description="{why}' in challenge
+    assert f'resource_metadata="{server.base}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert response.json()["error_description"].startswith(why)
+
+
 def test_a_token_without_the_required_scope_gets_403(server: ServerProcess, issuer: Issuer) -> None:
     response = post(server.url, **bearer(issuer.token(server.url, scope="mqtt.all")))
     assert response.status_code == 403

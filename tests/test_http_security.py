@@ -121,6 +121,25 @@ def test_a_wrong_key_gets_401(server: ServerProcess, authorization: str) -> None
     _assert_unauthorized(post(server.url, authorization=authorization))
 
 
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({}, "no bearer token: send the header 'Authorization: Bearer <API key or access token>'"),
+        ({"authorization": f"Basic {FULL_KEY}"}, "no bearer token"),
+        (bearer(f"{FULL_KEY}x"), "the bearer token is not one of this server's API keys"),
+    ],
+    ids=["none", "basic-scheme", "wrong"],
+)
+def test_a_401_says_whether_the_key_was_missing_or_wrong(
+    server: ServerProcess, headers: dict[str, str], why: str
+) -> None:
+    for _ in range(2):  # the second wrong key is answered from the rejection cache, with the same reason
+        response = post(server.url, **headers)
+        _assert_unauthorized(response)
+        assert f'error_description="{why}' in response.headers["www-authenticate"]
+        assert response.json()["error_description"].startswith(why)
+
+
 @pytest.mark.parametrize("parameter", ["access_token", "api_key", "key", "token"])
 def test_a_key_in_the_query_string_is_ignored(server: ServerProcess, parameter: str) -> None:
     _assert_unauthorized(post(f"{server.url}?{parameter}={FULL_KEY}"))

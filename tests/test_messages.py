@@ -95,6 +95,28 @@ def test_encode_payload_gives_the_bytes_to_publish(payload: str, encoding: Any, 
     assert encode_payload(payload, encoding) == data
 
 
+@pytest.mark.parametrize(
+    ("payload", "data"),
+    [
+        ({"command": "status"}, b'{"command":"status"}'),
+        ({"t": "°C", "v": [1, 2.5]}, '{"t":"°C","v":[1,2.5]}'.encode()),
+        (21.5, b"21.5"),
+        (0, b"0"),
+        (False, b"false"),
+        (None, b"null"),
+        ([], b"[]"),
+    ],
+)
+def test_a_json_value_that_is_not_a_string_is_sent_as_compact_json(payload: Any, data: bytes) -> None:
+    assert encode_payload(payload, "utf-8") == data
+
+
+@pytest.mark.parametrize("payload", [{"a": 1}, 5, True, None, ["aGVsbG8="]])
+def test_base64_applies_only_to_a_string_payload(payload: Any) -> None:
+    with pytest.raises(ValueError, match="payload_encoding base64 needs the payload as a base64 string"):
+        encode_payload(payload, "base64")
+
+
 @pytest.mark.parametrize("payload", ["!!", "abc", "aGVsbG8", "aGVs bG8=", "aGVsbG8=\n", "é"])
 def test_invalid_base64_raises_value_error_saying_what_to_do(payload: str) -> None:
     with pytest.raises(InvalidArgument) as caught:

@@ -6,8 +6,6 @@ read path (FastReader) delivers every message whole, in order, acknowledged, wit
 would give, whatever way the stream is cut into reads.
 """
 
-import asyncio
-import contextlib
 import json
 import pathlib
 import random
@@ -15,11 +13,12 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Literal
 
 import anyio
 import pytest
+import support
 from devices import raw_client
 from mosquitto import Mosquitto
 from paho.mqtt.packettypes import PacketTypes
@@ -118,19 +117,12 @@ class OneAtATimeMosquitto(Mosquitto):
         return "max_inflight_messages 1\n"  # overrides the tests' 0 (no limit) above it
 
 
-@contextlib.asynccontextmanager
-async def running(mosquitto: Mosquitto, protocol: Literal["5", "3.1.1"] = "5") -> AsyncIterator[Broker]:
-    adapter = Broker(
-        BrokerSettings(mosquitto.host, mosquitto.port, f"test-{uuid.uuid4().hex[:10]}", protocol=protocol)
-    )
-    task = asyncio.create_task(adapter.run())
-    try:
-        with anyio.fail_after(10):
-            while not adapter.connected:  # noqa: ASYNC110 - a state flag, polled briefly
-                await anyio.sleep(0.02)
-        yield adapter
-    finally:
-        await adapter.stop(task)
+def running(
+    mosquitto: Mosquitto, protocol: Literal["5", "3.1.1"] = "5"
+) -> AbstractAsyncContextManager[Broker]:
+    """The adapter connected to `mosquitto` over `protocol`."""
+    client_id = f"test-{uuid.uuid4().hex[:10]}"
+    return support.running(BrokerSettings(mosquitto.host, mosquitto.port, client_id, protocol=protocol))
 
 
 @pytest.mark.anyio

@@ -7,7 +7,6 @@ import base64
 import json
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -15,26 +14,15 @@ import pytest
 from devices import raw_client, responder
 from mcp.client import Client
 from mcp_client import MODES, TOOLS, connect, error_text, structured, wait_for_log, write_config
+from mcp_types import CallToolResult
 from mosquitto import Mosquitto
+from support import Served
+
+from mcpmqtt.config import Config, MqttSettings, TopicEntry
+from mcpmqtt.errors import McpMqttError
+from mcpmqtt.server.build import build_server
 
 pytestmark = pytest.mark.anyio
-
-
-@dataclass
-class Served:
-    client: Client
-    client_id: str
-    broker: Mosquitto
-    mode: str
-
-    async def call(self, tool: str, **arguments: Any) -> Any:
-        return await self.client.call_tool(tool, arguments)
-
-    def count(self, kind: str, topic_filter: str) -> int:
-        return self.broker.subscribe_events(self.client_id).count((kind, topic_filter))
-
-    async def subscribed(self, topic_filter: str, before: int) -> None:
-        await wait_for_log(self.broker, self.client_id, "subscribe", topic_filter, before + 1)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -123,9 +111,41 @@ async def test_publish_base64_sends_the_exact_bytes(served: Served) -> None:
 
 
 @pytest.mark.parametrize(
+    ("payload", "sent"),
+    [
+        ({"command": "status", "room": "küche"}, '{"command":"status","room":"küche"}'.encode()),
+        (21.5, b"21.5"),
+        (7, b"7"),
+        (True, b"true"),
+        ([1, "a", None], b'[1,"a",null]'),
+        (None, b"null"),
+        ("21.5", b"21.5"),  # a string is sent as is, never quoted
+        ('{"a": 1,  "b": "\\u00e9"}', b'{"a": 1,  "b": "\\u00e9"}'),  # nor parsed and written anew
+    ],
+    ids=["object", "float", "int", "bool", "array", "null", "string", "json-text"],
+)
+async def test_publish_sends_a_json_value_payload_as_compact_json(
+    served: Served, payload: Any, sent: bytes, request: pytest.FixtureRequest
+) -> None:
+    topic = f"lab/json/{served.mode}/{request.node.callspec.id}"
+    async with raw_client(served.broker) as observer:
+        await observer.subscribe(topic, qos=1)
+        result = structured(await served.call("mqtt_publish", topic=topic, payload=payload, qos=1))
+        assert result["bytes"] == len(sent)
+        with anyio.fail_after(5):
+            message = await anext(aiter(observer.messages))
+        assert message.payload == sent
+
+
+@pytest.mark.parametrize(
     ("arguments", "prefix", "detail"),
     [
         ({"topic": "sensors/x/temperature", "payload": "1"}, "permission denied:", "write pattern"),
+        (
+            {"topic": "actuators/a", "payload": {"a": 1}, "payload_encoding": "base64"},
+            "invalid argument:",
+            "base64 string, and this payload is an object",
+        ),
         ({"topic": "actuators/+", "payload": "1"}, "invalid topic:", "'+'"),
         ({"topic": "actuators/#", "payload": "1"}, "invalid topic:", "'#'"),
         ({"topic": "actuators/a\x00b", "payload": "1"}, "invalid topic:", "U+0000"),
@@ -327,7 +347,6 @@ async def test_subscribe_and_read_bad_input(
 
 async def test_query_subscribes_before_it_publishes(served: Served) -> None:
     async with responder(served.broker, "commands/+/request"):
-        await anyio.sleep(0.1)
         result = structured(
             await served.call("mqtt_query", request_topic="commands/printer/request", payload="status")
         )
@@ -337,9 +356,18 @@ async def test_query_subscribes_before_it_publishes(served: Served) -> None:
     assert result["response"]["properties"]["correlation_data"] == result["correlation_id"]
 
 
+async def test_query_sends_a_json_value_payload_as_compact_json(served: Served) -> None:
+    async with responder(served.broker, "commands/json/request"):
+        result = structured(
+            await served.call(
+                "mqtt_query", request_topic="commands/json/request", payload={"command": "status"}
+            )
+        )
+    assert result["response"]["payload"] == 're:{"command":"status"}'
+
+
 async def test_query_with_response_topic_needs_read_permission_and_uses_it(served: Served) -> None:
     async with responder(served.broker, "commands/p/request", reply_topic="commands/p/response"):
-        await anyio.sleep(0.1)
         result = structured(
             await served.call(
                 "mqtt_query",
@@ -439,3 +467,24 @@ async def test_broker_refusals_reach_the_agent_as_broker_refused(
         assert refused.startswith("broker refused:") and "'forbidden/#'" in refused
         allowed = await client.call_tool("mqtt_publish", {"topic": "allowed/x", "payload": "x", "qos": 1})
         assert structured(allowed)["topic"] == "allowed/x"  # the connection survived both refusals
+
+
+# ---- the tool call observer ---------------------------------------------------------------------
+
+
+async def test_the_tool_call_observer_sees_every_call_and_cannot_break_one() -> None:
+    seen: list[tuple[str, dict[str, Any], bool, str | None]] = []
+
+    def observe(
+        name: str, arguments: dict[str, Any], result: CallToolResult, error: McpMqttError | None
+    ) -> None:
+        seen.append((name, arguments, bool(result.is_error), error and error.prefix))
+        raise RuntimeError("a broken observer")
+
+    config = Config(
+        mqtt=MqttSettings(host="127.0.0.1", port=1), topics=[TopicEntry(pattern="a", permissions=["read"])]
+    )
+    async with Client(build_server(config, on_tool_call=observe)) as client:
+        result = await client.call_tool("mqtt_publish", {"topic": "a", "payload": {"x": 1}})
+    assert error_text(result).startswith("permission denied: publishing to 'a'")
+    assert seen == [("mqtt_publish", {"topic": "a", "payload": {"x": 1}}, True, "permission denied")]

@@ -1,60 +1,20 @@
 """The stdio transport on the wire: stdout carries only JSON-RPC, and malformed input is survived."""
 
 import json
+import os
 import pathlib
 import shutil
 import signal
 import subprocess
 import sys
-from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import Process
-from anyio.streams.text import TextReceiveStream
 from mcp_client import INITIALIZE, TOOLS, write_config
 from mosquitto import Mosquitto
+from support import Wire, start
 
 pytestmark = pytest.mark.anyio
-
-
-class Wire:
-    """A line-oriented JSON-RPC peer on a server process's stdin/stdout."""
-
-    def __init__(self, process: Process) -> None:
-        assert process.stdin is not None and process.stdout is not None
-        self.process = process
-        self._lines = TextReceiveStream(process.stdout)
-        self._buffer = ""
-
-    async def send(self, message: dict[str, Any] | str) -> None:
-        line = message if isinstance(message, str) else json.dumps(message)
-        assert self.process.stdin is not None
-        await self.process.stdin.send((line + "\n").encode())
-
-    async def receive(self) -> dict[str, Any]:
-        """The next stdout line; it must be a JSON-RPC message (anything else would break a host)."""
-        with anyio.fail_after(10):
-            while "\n" not in self._buffer:
-                self._buffer += await self._lines.receive()
-        line, self._buffer = self._buffer.split("\n", 1)
-        message = json.loads(line)
-        assert message["jsonrpc"] == "2.0"
-        return message  # type: ignore[no-any-return]
-
-    async def response(self, request_id: int) -> dict[str, Any]:
-        while (message := await self.receive()).get("id") != request_id:
-            pass
-        return message
-
-
-async def start(config: pathlib.Path) -> Process:
-    return await anyio.open_process(
-        [sys.executable, "-m", "mcpmqtt", "--config", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def test_stdout_carries_only_json_rpc_and_bad_lines_get_errors(
@@ -183,3 +143,23 @@ async def test_ctrl_c_stops_the_stdio_server_while_stdin_is_still_open(
         while f"Client {client_id} disconnected" not in broker.log_text():  # noqa: ASYNC110
             await anyio.sleep(0.05)
     assert f"Client {client_id} disconnected." in broker.log_text()  # a clean MQTT DISCONNECT
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_stdin_from_dev_null_ends_the_server_at_once(
+    command: str, broker: Mosquitto, tmp_path: pathlib.Path
+) -> None:
+    """`</dev/null` is a character device that the event loop cannot watch: end of input, not a hang."""
+    config, _ = write_config(tmp_path, broker)
+    args = ["--config", str(config)] if command == "serve" else ["demo", "--transport", "stdio"]
+    with open(os.devnull, "rb") as nothing:
+        done = subprocess.run(
+            [sys.executable, "-m", "mcpmqtt", *args],
+            stdin=nothing,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr

@@ -28,7 +28,8 @@ from mcpmqtt.config.http import HttpSettings, is_loopback
 from mcpmqtt.logs import configure
 
 EXIT_INVALID_CONFIG = 2
-DEMO_PORT = 8000
+HTTP_HOST = "127.0.0.1"
+HTTP_PORT = 8000
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -68,13 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the MCP server (default: stdio)")
     _common(serve, top=False)
     serve.add_argument("--transport", choices=("stdio", "http", "sse"), default="stdio")
+    # No defaults here (they are applied in main): given with stdio, they are refused, not ignored.
     serve.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="HTTP bind address (default 127.0.0.1); any other than loopback needs http.api_keys or "
+        help=f"HTTP bind address (default {HTTP_HOST}); any other than loopback needs http.api_keys or "
         "http.oauth in the config",
     )
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serve.add_argument("--port", type=int, help=f"HTTP port (default {HTTP_PORT})")
 
     demo = commands.add_parser(
         "demo",
@@ -89,10 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="http",
         help="http (default), or stdio for an agent host that starts the demo itself",
     )
-    demo.add_argument(
-        "--host", default="127.0.0.1", help="HTTP bind address, loopback only (default 127.0.0.1)"
-    )
-    demo.add_argument("--port", type=int, help=f"HTTP port (default {DEMO_PORT}; with --tour, a free port)")
+    demo.add_argument("--host", help=f"HTTP bind address, loopback only (default {HTTP_HOST})")
+    demo.add_argument("--port", type=int, help=f"HTTP port (default {HTTP_PORT}; with --tour, a free port)")
     demo.add_argument(
         "--broker",
         choices=("auto", "mosquitto", "amqtt"),
@@ -137,9 +136,10 @@ def _check_config(config: Config, path: str) -> int:
     path_part = mqtt.websocket_path if mqtt.transport == "websockets" else ""
     print(f"config OK: {path}")
     print(f"broker: {scheme}://{mqtt.host}:{mqtt.port}{path_part} (MQTT {mqtt.protocol}{auth})")
-    width = max(len(t.pattern) for t in config.topics)
+    rules = config.allowlist().rules  # the entries, and the deny entry the server adds to fence its replies
+    width = max(len(rule.pattern) for rule in rules)
     print("allowed topics:")
-    for entry in config.topics:
+    for entry in rules:
         perms = ("deny " if entry.deny else "") + "+".join(sorted(entry.permissions))
         line = f"  {entry.pattern:<{width}}  {perms:<10}"
         print(f"{line}  {entry.description}".rstrip())
@@ -195,6 +195,21 @@ def _check_bind(host: str, http: HttpSettings) -> int | None:
     return None
 
 
+def _refuse_address_with_stdio(args: argparse.Namespace, who: str) -> int | None:
+    """Refuse --host or --port given with stdio: ignored, they would let a person believe the server
+    listens there."""
+    given = [option for option in ("host", "port") if getattr(args, option, None) is not None]
+    if getattr(args, "transport", "stdio") != "stdio" or not given:
+        return None
+    options = " and ".join(f"--{option}" for option in given)
+    print(
+        f"{who}: {options} {'apply' if len(given) > 1 else 'applies'} to HTTP only; over stdio the "
+        f"server talks on stdin and stdout. Drop {options}, or add --transport http",
+        file=sys.stderr,
+    )
+    return EXIT_INVALID_CONFIG
+
+
 def _hash_key(from_stdin: bool) -> int:
     """Print a new key and its hash, or the hash of the key on stdin."""
     if from_stdin:
@@ -224,8 +239,11 @@ def _demo(args: argparse.Namespace) -> int:
     if args.tour and args.transport == "stdio":
         print("mcpmqtt demo: the tour drives the server over HTTP; drop --transport stdio", file=sys.stderr)
         return EXIT_INVALID_CONFIG
-    if not is_loopback(args.host):
-        return _refuse_host(args.host)
+    if (refused := _refuse_address_with_stdio(args, "mcpmqtt demo")) is not None:
+        return refused
+    host = args.host or HTTP_HOST
+    if not is_loopback(host):
+        return _refuse_host(host)
     _setup_logging(args.log_level or ("WARNING" if args.tour else "INFO"), args.logfile, args.log_format)
     if args.log_level is None:
         # What the devices do shows; the web server's and the SDK's routine lines would bury the banner.
@@ -237,10 +255,10 @@ def _demo(args: argparse.Namespace) -> int:
         if args.tour:
             from mcpmqtt.demo.tour import run_tour
 
-            return run_tour(args.host, args.port, args.broker, args.broker_port)
+            return run_tour(host, args.port, args.broker, args.broker_port)
         from mcpmqtt.demo.runner import run_demo
 
-        return run_demo(args.transport, args.host, args.port or DEMO_PORT, args.broker, args.broker_port)
+        return run_demo(args.transport, host, args.port or HTTP_PORT, args.broker, args.broker_port)
     except DemoStartError as exc:
         print(f"mcpmqtt demo: {exc}", file=sys.stderr)
         return 1
@@ -253,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args)
     if command == "hash-key":
         return _hash_key(args.stdin)
+    if (refused := _refuse_address_with_stdio(args, "mcpmqtt serve")) is not None:
+        return refused
     path: Path = (getattr(args, "config", None) or default_config_path()).expanduser()
     try:
         config = load_config(path)
@@ -283,12 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # the lifespan has disconnected from the broker by now
             return 130
         return 0
-    if (refused := _check_bind(args.host, config.http)) is not None:
+    host = args.host or HTTP_HOST
+    port = HTTP_PORT if args.port is None else args.port
+    if (refused := _check_bind(host, config.http)) is not None:
         return refused
     from mcpmqtt.transports.http import http_server
 
     try:
-        web = http_server(server, transport, args.host, args.port)
+        web = http_server(server, transport, host, port)
     except ValueError as exc:  # e.g. a JWKS file that is no key set
         print(f"mcpmqtt: {exc}", file=sys.stderr)
         return EXIT_INVALID_CONFIG

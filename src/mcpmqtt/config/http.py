@@ -171,6 +171,29 @@ class HttpSettings(Model):
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = Field(
         default=DEFAULT_MAX_BODY_BYTES, description="Larger request bodies get 413."
     )
+    header_timeout: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=10.0,
+        description="Seconds a request's headers may take to arrive (from the connection's start or the "
+        "previous response); a slower client gets 408 and its connection is closed.",
+    )
+    body_timeout: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=30.0,
+        description="Seconds a request's body may take to arrive after its headers; slower gets 408.",
+    )
+    session_idle_timeout: Annotated[float, Field(ge=1, le=86400)] = Field(
+        default=900.0,
+        description="Seconds a 2025-11-25 session may go without requests before it is closed and its "
+        "memory freed; its id then answers 404 and the client opens a new session.",
+    )
+    max_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1000,
+        description="Open 2025-11-25 sessions at most (about 40 kB each); past it a new session gets 503.",
+    )
+    max_sessions_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=100,
+        description="Open sessions at most per client (its API key or token when authenticated, else "
+        "its address); past it a new session of that client gets 429.",
+    )
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=30.0,
         description="Seconds calls in flight may take to finish after SIGTERM before they are cut off.",

@@ -3,12 +3,13 @@ the file and the field."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mcpmqtt.config.models import Config
 from mcpmqtt.errors import ConfigError
@@ -23,17 +24,58 @@ def default_config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH).expanduser()
 
 
+_EXAMPLE_ENTRY = (
+    '{"pattern": "sensors/+/temperature", "permissions": ["read"], "description": "Room temperatures"}'
+)
+
+
 def _describe(error: Any) -> str:
     location = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
     location = location or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (not part of the config format; check the spelling)"
+        *parent, key = error["loc"]
+        if isinstance(key, str) and (close := difflib.get_close_matches(key, _keys_at(parent), n=1)):
+            message = f"unknown key; did you mean {close[0]!r}?"
+    elif error["type"] == "too_short" and tuple(error["loc"]) == ("topics",):
+        message = (
+            "the allowlist needs at least one entry (nothing is allowed by default, and an empty "
+            f"allowlist would allow nothing at all), e.g. {_EXAMPLE_ENTRY}"
+        )
     elif error["type"] == "missing":
         message = "required key is missing"
     elif error["type"] in ("literal_error", "enum") and location != "mqtt.password_env":
         message = f"{message} (got {error['input']!r})"
     return f"{location}: {message}"
+
+
+def _keys_at(location: list[Any]) -> list[str]:
+    """The keys the config format allows at `location` (a pydantic error location), for "did you mean".
+
+    List indexes and the keys of mappings (such as the names of OAuth scopes) are skipped: they are
+    the user's, not the format's.
+    """
+    model: type[BaseModel] = Config
+    for part in location:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue
+        inner = _model_in(field.annotation)
+        if inner is None:
+            return []
+        model = inner
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, also inside `X | None`, `list[X]` or `dict[str, X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        if (found := _model_in(argument)) is not None:
+            return found
+    return None
 
 
 def _relative_to(config: Config, base: Path) -> Config:
@@ -88,6 +130,21 @@ def parse_config(data: Any, source: str, base: Path | None = None) -> Config:
     return config
 
 
+def _likely_cause(error: json.JSONDecodeError) -> str:
+    """What is probably wrong, where json's message alone ("Expecting value") would not say."""
+    text, position = error.doc, error.pos
+    before = text[:position].rstrip()
+    if position < len(text) and text[position] in "}]" and before.endswith(","):
+        comma = len(before) - 1
+        line = text.count("\n", 0, comma) + 1
+        column = comma - (text.rfind("\n", 0, comma) + 1) + 1
+        return (
+            f"; a trailing comma before {text[position]} is not allowed in JSON: remove the comma at "
+            f"line {line}, column {column}"
+        )
+    return ""
+
+
 def load_config(path: Path | None = None) -> Config:
     """Read and validate a config file; any problem is a ConfigError naming the file and the field."""
     path = (path or default_config_path()).expanduser()
@@ -100,11 +157,17 @@ def load_config(path: Path | None = None) -> Config:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not text.strip():
+        raise ConfigError(
+            f"invalid config {path}: the file is empty; a config is a JSON object with at least a "
+            f'"topics" list, e.g. {{"topics": [{_EXAMPLE_ENTRY}]}} (see docs/configuration.md)'
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"invalid config {path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            + _likely_cause(exc)
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {path}: the top level must be a JSON object")

@@ -24,7 +24,12 @@ from mcpmqtt.discovery.ingest import DiscoveryOptions
 from mcpmqtt.errors import ConfigError
 from mcpmqtt.rules.guardrails import Guardrail, Guardrails, parse_rate, schema_problem
 from mcpmqtt.rules.policy import Allowlist, Rule
-from mcpmqtt.rules.topics import filter_problem, name_problem, split_shared
+from mcpmqtt.rules.topics import filter_problem, name_problem, overlaps, split_shared
+
+REPLY_TOPICS = (
+    "the server's private reply topics (mqtt_query's replies to every session); no agent reads or "
+    "writes them, whatever other patterns allow"
+)
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -435,10 +440,19 @@ class Config(Model):
         return value
 
     def allowlist(self) -> Allowlist:
-        """The policy object built from the topics section."""
-        return Allowlist(
-            [Rule(t.pattern, frozenset(t.permissions), t.description, t.deny) for t in self.topics]
-        )
+        """The policy object built from the topics section, and the fence around the reply topics.
+
+        The private reply topics (``mqtt.reply_topic_prefix``) carry every session's query replies
+        and correlation data; they are the server's own, so an allow entry that reaches them (``#``)
+        gets a deny entry beside it: a filter inside them is refused, and messages on them are
+        withheld from a filter that overlaps them. The server's own reply routing is not an agent's
+        subscription and does not pass through the allowlist.
+        """
+        rules = [Rule(t.pattern, frozenset(t.permissions), t.description, t.deny) for t in self.topics]
+        replies = f"{self.mqtt.reply_topic_prefix}/#"
+        if any(not rule.deny and overlaps(split_shared(rule.pattern)[1], replies) for rule in rules):
+            rules.append(Rule(replies, frozenset({"read", "write"}), REPLY_TOPICS, deny=True))
+        return Allowlist(rules)
 
     def guardrails(self) -> Guardrails:
         """The publish guardrails of the write entries; build it once, since it counts publishes."""

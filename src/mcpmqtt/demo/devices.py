@@ -214,7 +214,12 @@ async def run_devices(
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run every device until cancelled; `task_status` reports once their retained state is published."""
+    """Run every device until cancelled or the broker goes away; `task_status` reports once their
+    retained state is published.
+
+    A broker lost after the start ends the devices with one log line, not an error: the demo stops its
+    broker when it shuts down, and a traceback then would only say what the person just asked for.
+    """
     devices = Devices(broker_kind)
     client = aiomqtt.Client(
         host,
@@ -224,12 +229,21 @@ async def run_devices(
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],  # replies in 1 ms, not 40+
         will=aiomqtt.Will("status/system", _json({"status": "offline"}), qos=1, retain=True),
     )
-    async with client, anyio.create_task_group() as tasks:
-        await client.subscribe("actuators/lights/+/+", qos=1)
-        await client.subscribe(PRINTER_REQUESTS, qos=1)
-        await devices.publish_state(client)
-        tasks.start_soon(devices.sense, client)
-        tasks.start_soon(devices.report_system, client)
-        task_status.started()
-        async for message in client.messages:
-            await devices.handle(client, message)
+    started = False
+    try:
+        async with client, anyio.create_task_group() as tasks:
+            await client.subscribe("actuators/lights/+/+", qos=1)
+            await client.subscribe(PRINTER_REQUESTS, qos=1)
+            await devices.publish_state(client)
+            tasks.start_soon(devices.sense, client)
+            tasks.start_soon(devices.report_system, client)
+            task_status.started()
+            started = True
+            async for message in client.messages:
+                await devices.handle(client, message)
+    except* aiomqtt.MqttError as lost:
+        if not started:  # a broker the devices cannot reach at all is the demo failing to start
+            raise
+        log.info(
+            "the devices lost the broker at %s:%d (%s); they have stopped", host, port, lost.exceptions[0]
+        )

@@ -120,11 +120,15 @@ def embedded_broker(choice: BrokerChoice = "auto", port: int | None = None) -> I
         else:
             command, program = _amqtt(workdir, port), f"amqtt {importlib.metadata.version('amqtt')}"
         with log_path.open("ab") as output:
+            # A session of its own: Ctrl-C in a terminal signals the whole foreground process group,
+            # and a broker in that group would die before the devices and the server had stopped,
+            # which they would take for a failure. The demo stops the broker itself, last.
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         broker = EmbeddedBroker(kind, port, program, log_path, process)

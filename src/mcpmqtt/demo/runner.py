@@ -16,16 +16,19 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from types import FrameType
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import uvicorn
+from mcp_types import CallToolResult
 
 from mcpmqtt.demo.config import ROOMS, demo_config
-from mcpmqtt.demo.console import Style
+from mcpmqtt.demo.console import Style, tool_call_line
 from mcpmqtt.demo.devices import PRINTER_REQUESTS, SENSOR_INTERVAL, run_devices
 from mcpmqtt.demo.embedded import BrokerChoice, EmbeddedBroker, embedded_broker, ensure_free
+from mcpmqtt.errors import McpMqttError
 from mcpmqtt.server.build import build_server
 from mcpmqtt.transports.http import http_server
 from mcpmqtt.transports.stdio import serve_stdio
@@ -102,6 +105,28 @@ async def wait_started(web: uvicorn.Server) -> None:
         await anyio.sleep(0.02)
 
 
+def launch_command() -> list[str]:
+    """The command that started this process, with an absolute path, for a host to start it again.
+
+    A host starts servers with its own working directory and often its own PATH, so a bare `mcpmqtt`
+    fails there (`spawn mcpmqtt ENOENT`) for anyone who has not put the virtualenv on PATH.
+    """
+    script = Path(sys.argv[0])
+    if script.name != "__main__.py" and script.is_file() and os.access(script, os.X_OK):
+        return [str(script.resolve())]  # the console script
+    return [sys.executable, "-m", "mcpmqtt"]  # `python -m mcpmqtt`, or anything else unexpected
+
+
+def host_entries(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `mcp.json` entries for the running demo over HTTP, and for a host starting it over stdio."""
+    command, *args = launch_command()
+    http = {"mcpServers": {"mqtt-demo": {"type": "http", "url": url}}}
+    stdio = {
+        "mcpServers": {"mqtt-demo": {"command": command, "args": [*args, "demo", "--transport", "stdio"]}}
+    }
+    return http, stdio
+
+
 def banner(broker: EmbeddedBroker, transport: Literal["http", "stdio"], url: str, style: Style) -> str:
     """What runs and how to connect to it, for the person who started the demo."""
     rooms = " and ".join(ROOMS)
@@ -118,10 +143,7 @@ def banner(broker: EmbeddedBroker, transport: Literal["http", "stdio"], url: str
     if transport == "stdio":
         lines.append(f"  {style.cyan('server')}   MCP on this process's stdin and stdout")
         return "\n".join(lines)
-    http_entry = {"mcpServers": {"mqtt-demo": {"url": url}}}
-    stdio_entry = {
-        "mcpServers": {"mqtt-demo": {"command": "mcpmqtt", "args": ["demo", "--transport", "stdio"]}}
-    }
+    http_entry, stdio_entry = host_entries(url)
     lines += [
         f"  {style.cyan('server')}   {style.bold(url)} (Streamable HTTP)",
         "",
@@ -138,8 +160,14 @@ def banner(broker: EmbeddedBroker, transport: Literal["http", "stdio"], url: str
 
 
 async def _serve(broker: EmbeddedBroker, transport: Literal["http", "stdio"], host: str, port: int) -> int:
-    server = build_server(demo_config(broker.host, broker.port))
     style = Style(sys.stderr)
+
+    def show(
+        name: str, arguments: dict[str, Any], result: CallToolResult, error: McpMqttError | None
+    ) -> None:
+        print(tool_call_line(name, arguments, result, error, style), file=sys.stderr, flush=True)
+
+    server = build_server(demo_config(broker.host, broker.port), on_tool_call=show)
     url = mcp_url(host, port)
     async with running_devices(broker):
         if transport == "stdio":

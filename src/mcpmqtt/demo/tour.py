@@ -1,4 +1,4 @@
-"""`mcpmqtt demo --tour`: the demo, driven once through every tool, printed as a transcript.
+"""`mcpmqtt demo --tour`: the demo, driven once through every tool and a prompt, printed as a transcript.
 
 The tour talks to the server the way an agent host does, with the MCP SDK's client over Streamable
 HTTP, so a tour that passes shows that the broker, the devices, the server and the transport all
@@ -24,6 +24,7 @@ from mcpmqtt.transports.http import http_server
 
 STEP_TIMEOUT = 15.0
 LIGHT = ROOMS[0]
+PRINTER_STATUS = '{"command": "status"}'
 
 
 class StepFailed(Exception):
@@ -72,6 +73,22 @@ async def _subscribe_to_temperatures(client: Client, broker: EmbeddedBroker) -> 
     return [_show(message) for message in collected["messages"]]
 
 
+async def _list_topics(client: Client, broker: EmbeddedBroker) -> list[str]:
+    listed = _result(await client.call_tool("mqtt_list_topics", {}))
+    if not listed["topics"]:
+        raise StepFailed("the live state knows no topic, though the steps before read several")
+    return [
+        f"{entry['topic']}: {entry['preview']} ({entry['messages']} seen)" for entry in listed["topics"]
+    ] + [f"{listed['total']} topics seen so far"]
+
+
+async def _last_value(client: Client, broker: EmbeddedBroker) -> list[str]:
+    last = _result(await client.call_tool("mqtt_last", {"topic": "status/system"}))
+    if last["message"] is None:
+        raise StepFailed("the live state holds no message on status/system, which step 2 read")
+    return [f"{_show(last['message'])}, {last['age_seconds']:.1f} s old, answered at once"]
+
+
 async def _switch_a_light(client: Client, broker: EmbeddedBroker) -> list[str]:
     topic = f"actuators/lights/{LIGHT}/on"
     published = _result(await client.call_tool("mqtt_publish", {"topic": topic, "payload": "on", "qos": 1}))
@@ -87,8 +104,18 @@ async def _switch_a_light(client: Client, broker: EmbeddedBroker) -> list[str]:
     raise StepFailed(f"status/lights/{LIGHT} did not report the light on within 5 s")
 
 
+async def _get_a_prompt(client: Client, broker: EmbeddedBroker) -> list[str]:
+    arguments = {"request_topic": PRINTER_REQUESTS, "command": PRINTER_STATUS}
+    prompt = await client.get_prompt("device_request", arguments)
+    content = prompt.messages[0].content if prompt.messages else None
+    if not isinstance(content, TextContent) or "mqtt_query" not in content.text:
+        raise StepFailed(f"the prompt does not ask for mqtt_query: {prompt}")
+    first_line, _, rest = content.text.partition("\n")
+    return [first_line, f"(and {len(rest.splitlines())} more lines; the next step does what it asks)"]
+
+
 async def _ask_the_printer(client: Client, broker: EmbeddedBroker) -> list[str]:
-    arguments: dict[str, Any] = {"request_topic": PRINTER_REQUESTS, "payload": '{"command": "status"}'}
+    arguments: dict[str, Any] = {"request_topic": PRINTER_REQUESTS, "payload": PRINTER_STATUS}
     if broker.protocol == "3.1.1":
         # No response topic or correlation data in 3.1.1: name the reply topic, carry the id inside.
         arguments["payload"] = '{"command": "status", "correlation_id": "tour-1"}'
@@ -126,7 +153,10 @@ STEPS: list[tuple[str, Step]] = [
     ("read the resource mcpmqtt://topics/allowed", _read_allowlist),
     ("mqtt_read status/system", _read_system_status),
     ("mqtt_subscribe sensors/+/temperature, 2 messages", _subscribe_to_temperatures),
+    ("mqtt_list_topics: what the server has seen so far", _list_topics),
+    ("mqtt_last status/system: the last value, from memory", _last_value),
     (f"mqtt_publish actuators/lights/{LIGHT}/on, then mqtt_read status/lights/{LIGHT}", _switch_a_light),
+    ("get the prompt device_request for the printer", _get_a_prompt),
     (f"mqtt_query {PRINTER_REQUESTS}: the printer's status", _ask_the_printer),
     (f"mqtt_publish sensors/{ROOMS[0]}/temperature (not allowed)", _show_a_refusal),
 ]

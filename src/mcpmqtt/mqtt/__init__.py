@@ -6,9 +6,11 @@ replies, MQTT 5 properties as plain data, and the fast reader. Failures are rais
 `mcpmqtt.errors`.
 """
 
-from mcpmqtt.mqtt.broker import Broker, BrokerSettings, Reply
+from mcpmqtt.mqtt.broker import Broker
 from mcpmqtt.mqtt.inbox import Inbox, Sink
 from mcpmqtt.mqtt.properties import PublishProperties
 from mcpmqtt.mqtt.received import Received
+from mcpmqtt.mqtt.replies import Reply
+from mcpmqtt.mqtt.settings import BrokerSettings
 
 __all__ = ["Broker", "BrokerSettings", "Inbox", "PublishProperties", "Received", "Reply", "Sink"]

@@ -61,11 +61,20 @@ def grant_problems(allowlist: Allowlist, grant: Grant) -> list[tuple[int, str]]:
     return problems
 
 
-def narrow(allowlist: Allowlist, grants: Iterable[Grant]) -> Allowlist:
+def limits_of(grant: Grant) -> str:
+    """What a grant keeps, in words for a refusal: "reading 'sensors/+/temperature'"."""
+    verbs = {"read": "reading", "write": "publishing to"}
+    doing = " and ".join(verbs[permission] for permission in sorted(grant.permissions))
+    where = "the allowlist's topics" if grant.patterns is None else ", ".join(map(repr, grant.patterns))
+    return f"{doing} {where}"
+
+
+def narrow(allowlist: Allowlist, grants: Iterable[Grant], scope: str | None = None) -> Allowlist:
     """The allowlist for a caller holding `grants` (the union of what each grants).
 
-    A grant without patterns keeps every allowlist rule (with its own permissions). Raises ValueError
-    if a grant is not within the allowlist (grant_problems lists why, for config errors).
+    A grant without patterns keeps every allowlist rule (with its own permissions). `scope` says whose
+    limit this is, for refusals (see Allowlist). Raises ValueError if a grant is not within the
+    allowlist (grant_problems lists why, for config errors).
     """
     rules: list[Rule] = []
     for grant in grants:
@@ -79,7 +88,7 @@ def narrow(allowlist: Allowlist, grants: Iterable[Grant]) -> Allowlist:
             permissions = _permissions(covering, grant.permissions)
             rules.append(Rule(pattern, permissions, _description(covering, permissions)))
     denied = [rule for rule in allowlist.rules if rule.deny]
-    return Allowlist([*(rule for rule in _merged(rules) if rule.permissions), *denied])
+    return Allowlist([*(rule for rule in _merged(rules) if rule.permissions), *denied], scope)
 
 
 def _covering(allowlist: Allowlist, pattern: str) -> list[Rule]:

@@ -35,6 +35,8 @@ RATE_UNITS: Mapping[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day":
 _RATE = re.compile(r"\s*([0-9]+)\s*/\s*(second|minute|hour|day)\s*")
 _SHOWN_CHARS = 200
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+MAX_JSON_DEPTH = 64
+"""Arrays and objects nested deeper than this are refused on topics with a payload_schema."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ class Guardrails:
             if g.active
         ]
         self._clock = clock
+        self.confirms = any(entry.guardrail.confirm for entry in self._entries)
+        """Whether any entry asks for a person's confirmation (most configs: none, and nothing to look up)."""
 
     def _applying(self, topic: str) -> list[_Entry]:
         levels = topic.split("/")
@@ -249,9 +253,11 @@ def _schema_violation(entry: _Entry, topic: str, payload: bytes) -> McpMqttError
     pattern = entry.guardrail.pattern
     needs = f"publishing to {topic!r} needs a JSON payload (the pattern {pattern!r} has a payload_schema)"
     try:
-        document = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
+        document = _parse_json(payload.decode("utf-8"))
     except UnicodeDecodeError:
         return InvalidArgument(f"{needs}, and the payload is not UTF-8 text")
+    except _Unchecked as exc:
+        return InvalidArgument(f"{needs}, and {exc}")
     except ValueError as exc:
         return InvalidArgument(f"{needs}, and the payload is not JSON: {exc}")
     try:
@@ -267,6 +273,53 @@ def _schema_violation(entry: _Entry, topic: str, payload: bytes) -> McpMqttError
         f"the payload does not satisfy the payload_schema of the pattern {pattern!r}: "
         f"at {error.json_path}: {_shorten(error.message)}"
     )
+
+
+class _Unchecked(ValueError):
+    """JSON that could be parsed but not checked faithfully; the message ends the refusal."""
+
+
+def _parse_json(text: str) -> Any:
+    """The payload as the schema sees it, refusing what it could not see as the device does.
+
+    Duplicate keys: parsers disagree on which one wins (Python's takes the last, many take the
+    first), so a payload with ``{"brightness": 999, "brightness": 10}`` would be checked as 10 and
+    perhaps applied as 999. Deep nesting: the parser and the validator recurse, and fail without a
+    useful word past about a thousand levels; no device payload needs more than MAX_JSON_DEPTH.
+    """
+    too_deep = f"the payload nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        document = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise _Unchecked(f"{too_deep}; a payload_schema checks flatter JSON only") from None
+    if _deeper_than(document, MAX_JSON_DEPTH):
+        raise _Unchecked(f"{too_deep}; a payload_schema checks flatter JSON only")
+    return document
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep (walked without recursion)."""
+    pending: list[tuple[Any, int]] = [(document, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict | list):
+            if depth == limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _Unchecked(
+                f"the key {key!r} appears twice in one object; JSON parsers disagree on which one "
+                "counts, so send each key once"
+            )
+        document[key] = value
+    return document
 
 
 def _no_constant(name: str) -> Any:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from datetime import UTC, datetime
 from typing import Literal
+
+from pydantic import JsonValue
 
 from mcpmqtt.errors import InvalidArgument
 
@@ -24,17 +27,46 @@ def decode_payload(data: bytes | bytearray) -> tuple[str, PayloadEncoding]:
         return base64.b64encode(data).decode("ascii"), "base64"
 
 
-def encode_payload(payload: str, encoding: PayloadEncoding) -> bytes:
-    """The bytes to publish; raises InvalidArgument saying how to fix bad base64."""
+def payload_text(payload: JsonValue, encoding: PayloadEncoding) -> str:
+    """The payload as the text to send: a string as is, any other JSON value as compact JSON.
+
+    Models often send `{"command": "status"}` or `21.5` where a string was asked for; compact JSON
+    text is what they meant. base64 encodes bytes, so it applies to strings only.
+    """
+    if isinstance(payload, str):
+        return payload
+    if encoding == "base64":
+        raise InvalidArgument(
+            f"payload_encoding base64 needs the payload as a base64 string, and this payload is "
+            f"{_json_kind(payload)}; leave payload_encoding out to send the value as JSON text"
+        )
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_payload(payload: JsonValue, encoding: PayloadEncoding) -> bytes:
+    """The bytes to publish (see payload_text); raises InvalidArgument saying how to fix bad base64."""
+    text = payload_text(payload, encoding)
     if encoding == "utf-8":
-        return payload.encode("utf-8", "surrogatepass")
+        return text.encode("utf-8", "surrogatepass")
     try:
-        return base64.b64decode(payload, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidArgument(
             "payload is not valid base64 (use the standard alphabet A-Z a-z 0-9 + / with '=' padding), "
             'or set payload_encoding to "utf-8" for text'
         ) from None
+
+
+def _json_kind(value: JsonValue) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return "null"
 
 
 def iso_utc(timestamp: float) -> str:

@@ -84,12 +84,15 @@ def _denied(error: PermissionDenied | InvalidTopic) -> Decision:
 class Allowlist:
     """The configured rules, and the decisions they imply for publishing, subscribing and delivery."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], scope: str | None = None) -> None:
         """Check every rule now, so that a bad pattern stops the server at start-up, not at first use.
 
+        ``scope`` says whose limit a narrowed allowlist is (``"the API key 'reader' is limited to
+        reading 'sensors/+/temperature'"``), so that a refusal blames the key, not the server.
         Raises ValueError naming the pattern when it is not a valid topic filter, a permission is
         unknown, or a deny pattern is a shared subscription.
         """
+        self.scope = scope
         for rule in rules:
             problem = filter_problem(rule.pattern)
             if problem is not None:
@@ -175,7 +178,7 @@ class Allowlist:
                 return _denied(
                     PermissionDenied(
                         f"publishing to {topic!r} is refused by the deny pattern "
-                        f"{rule.pattern!r} (deny entries take precedence over write patterns); "
+                        f"{rule.pattern!r}{_about(rule)} (deny entries take precedence over write patterns); "
                         + self._what_is_allowed("write"),
                     )
                 )
@@ -199,8 +202,8 @@ class Allowlist:
                 return _denied(
                     PermissionDenied(
                         f"reading {topic_filter!r} is refused by the deny pattern "
-                        f"{rule.pattern!r}, which covers every topic of that filter (deny entries take "
-                        "precedence over read patterns); " + self._what_is_allowed("read"),
+                        f"{rule.pattern!r}{_about(rule)}, which covers every topic of that filter (deny "
+                        "entries take precedence over read patterns); " + self._what_is_allowed("read"),
                     )
                 )
         decision = (
@@ -271,9 +274,16 @@ class Allowlist:
             denied = [rule.pattern for rule in self.rules if rule.deny and permission in rule.permissions]
             except_denied = f" (except topics that {_deny_patterns_match(denied)})" if denied else ""
             return f"{permission} patterns allowed: {_listing(allowed)}{except_denied}"
+        if self.scope is not None:
+            return f"{self.scope}, which allows no {'publishing' if permission == 'write' else 'reading'}"
         if permission == "write":
             return "this server allows no publishing (the allowlist has no write patterns)"
         return "this server allows no subscribing or reading (the allowlist has no read patterns)"
+
+
+def _about(rule: Rule) -> str:
+    """What a deny entry fences off, when its description says: a refusal should say why."""
+    return f" ({rule.description})" if rule.description else ""
 
 
 def _listing(patterns: Sequence[str]) -> str:

@@ -8,7 +8,13 @@ call ``AuditLog.record``.
 
 Writing never holds up or fails a call: records go into a bounded queue that a thread of its own
 writes out. When the queue is full a record is dropped and counted; when the file cannot be written
-the error is logged once, and the writer keeps trying with the next record.
+the error is logged once, and the writer keeps trying with the next record. Nothing in a record can
+stop the writer: text that UTF-8 cannot encode (a lone surrogate, which JSON lets a client send) is
+written as its JSON escape, and a record that still cannot be written is counted, reported, and
+skipped.
+
+One line is one record for every reader: besides the newline, ``str.splitlines()`` breaks lines at
+U+2028, U+2029 and U+0085, which JSON leaves raw; they are written as JSON escapes too.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -35,6 +42,15 @@ Verdict = Literal["allowed", "denied"]
 
 _CAPACITY = 10_000
 _STOP: Final = object()
+_UNSAFE: Final = re.compile("[\u2028\u2029\u0085\ud800-\udfff]")
+"""Characters that JSON leaves raw but that would split a line (for splitlines) or fail to encode."""
+
+
+def audit_line(entry: dict[str, Any]) -> str:
+    """One record as one line of JSON that any UTF-8 reader reads back as exactly that record."""
+    text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+    # JSON's structure is ASCII, so these can only stand inside strings, where an escape means the same.
+    return _UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", text) + "\n"
 
 
 class AuditLog:
@@ -48,6 +64,8 @@ class AuditLog:
         self._file: IO[str] | None = None
         self._failing = False
         self.dropped = 0
+        self.lost: dict[str, int] = {}
+        """Records the writer could not turn into a line, by the kind of error."""
 
     def start(self) -> None:
         """Start the writer thread (once the server runs, so that merely building one opens nothing)."""
@@ -143,7 +161,7 @@ class AuditLog:
         if isinstance(arguments.get("response_topic"), str):
             details["response_topic"] = arguments["response_topic"]
         sent = _payload_bytes(arguments)
-        if self.include_payloads and isinstance(arguments.get("payload"), str):
+        if self.include_payloads and "payload" in arguments:  # as the agent gave it: text or JSON
             details["payload"] = arguments["payload"]
             details["payload_encoding"] = arguments.get("payload_encoding", "utf-8")
         topic = next(
@@ -169,9 +187,27 @@ class AuditLog:
 
     def _write_all(self) -> None:
         while (entry := self._queue.get()) is not _STOP:
-            # default=str: a value that is not JSON must not kill the writer, which would lose the rest
-            self._write(json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
+            try:
+                self._write(audit_line(entry))  # type: ignore[arg-type]  # records, and _STOP
+            except Exception as exc:  # the writer must outlive any record: it would lose all the rest
+                self._lose(exc)
         self._close_file()
+        for kind, count in self.lost.items():
+            log.error(
+                "%d audit records were lost (%s): the audit log %s is missing them", count, kind, self.path
+            )
+
+    def _lose(self, error: Exception) -> None:
+        kind = type(error).__name__
+        self.lost[kind] = self.lost.get(kind, 0) + 1
+        if self.lost[kind] == 1:
+            log.error(
+                "an audit record could not be written to %s (%s: %s); the writer goes on, and records "
+                "lost this way are counted and reported when the server stops",
+                self.path,
+                kind,
+                error,
+            )
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -203,9 +239,11 @@ class AuditLog:
 
 def _payload_bytes(arguments: dict[str, Any]) -> bytes | None:
     """The bytes a publish or query sends, or None when there is no payload or it does not decode."""
-    payload = arguments.get("payload")
+    if "payload" not in arguments:
+        return None
+    payload = arguments["payload"]
     encoding = arguments.get("payload_encoding", "utf-8")
-    if not isinstance(payload, str) or encoding not in ("utf-8", "base64"):
+    if encoding not in ("utf-8", "base64"):
         return None
     try:
         return encode_payload(payload, encoding)

@@ -7,13 +7,14 @@ Runtime (config, allowlist, broker).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from mcpmqtt.config import Config
 from mcpmqtt.discovery import DeviceRegistry, DiscoveryIngest
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
+from mcpmqtt.rules.payloads import payload_text
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.devices import register_devices
@@ -32,6 +34,7 @@ from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
 from mcpmqtt.server.notifier import Notifier
 from mcpmqtt.server.prompts import register_prompts
+from mcpmqtt.server.replays import REQUEST_STATE_TTL, SingleUseRequestState
 from mcpmqtt.server.resources import register_resources
 from mcpmqtt.server.results import error_result
 from mcpmqtt.server.tools import register_tools
@@ -63,6 +66,51 @@ def _describe_validation(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+ToolCallObserver = Callable[[str, dict[str, Any], CallToolResult, McpMqttError | None], None]
+"""Told of every finished tool call: the tool's name, its arguments as given, its result, and the
+error that ended it (a refusal or a failure), if any."""
+
+_PAYLOAD_TOOLS = frozenset({"mqtt_publish", "mqtt_query"})
+"""The tools whose `payload` takes any JSON value."""
+
+
+class SharedLifespan:
+    """The broker connection's lifetime, shared by everyone who enters it: the first entry starts it,
+    the last exit stops it, and entries in between cost nothing.
+
+    The SDK enters a server's lifespan once for Streamable HTTP and stdio, but once per connection
+    for the legacy HTTP+SSE transport (`Server.run` per session). Per session, two sessions opened two
+    broker connections with the same client id that took each other over, and the first session to
+    close stopped the connection of all. So the HTTP app holds this for the whole process (from
+    uvicorn's start-up to its shutdown) and each session's entry is a nested one.
+    """
+
+    def __init__(self, connection: Callable[[], AbstractAsyncContextManager[None]]) -> None:
+        self._connection = connection
+        self._holders = 0
+        self._lock = anyio.Lock()
+        self._stack: AsyncExitStack | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """The connection, running while this context is entered (by this holder or another)."""
+        async with self._lock:
+            if self._holders == 0:
+                stack = AsyncExitStack()
+                await stack.enter_async_context(self._connection())
+                self._stack = stack
+            self._holders += 1
+        try:
+            yield None
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._lock:
+                    self._holders -= 1
+                    if self._holders == 0 and self._stack is not None:
+                        stack, self._stack = self._stack, None
+                        await stack.aclose()
+
+
 class McpMqttServer(MCPServer[Any]):
     """MCPServer with the one boundary every tool call passes.
 
@@ -72,11 +120,21 @@ class McpMqttServer(MCPServer[Any]):
     the error that ended it, if any.
     """
 
-    def __init__(self, runtime: Runtime, audit: AuditLog | None, **settings: Any) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        audit: AuditLog | None,
+        lifespan_holder: SharedLifespan,
+        on_tool_call: ToolCallObserver | None = None,
+        **settings: Any,
+    ) -> None:
         super().__init__(**settings)
         self.runtime = runtime
         """For the HTTP app: the auth config, the allowlist, readiness."""
         self.audit = audit
+        self.lifespan_holder = lifespan_holder
+        """For the HTTP app: holds the broker connection for the whole process."""
+        self.on_tool_call = on_tool_call
         self._arguments: dict[str, frozenset[str]] | None = None
 
     async def call_tool(
@@ -89,8 +147,14 @@ class McpMqttServer(MCPServer[Any]):
             error, result = exc, error_result(exc)
         # Recorded here, where every tool call passes, so that no tool needs audit code of its own;
         # a call still waiting for the person's confirmation (InputRequiredResult) has not ended yet.
-        if self.audit is not None and isinstance(result, CallToolResult):
-            self.audit.tool_call(name, arguments, result, error, context)
+        if isinstance(result, CallToolResult):
+            if self.audit is not None:
+                self.audit.tool_call(name, arguments, result, error, context)
+            if self.on_tool_call is not None:
+                try:
+                    self.on_tool_call(name, arguments, result, error)
+                except Exception:  # an observer's fault must not change the call's result
+                    log.exception("the tool call observer failed on a %s call", name)
         return result
 
     async def _call_tool(
@@ -106,6 +170,10 @@ class McpMqttServer(MCPServer[Any]):
                 f"{name} has no argument {', '.join(map(repr, unknown))}; "
                 f"its arguments are {', '.join(sorted(known))}"
             )
+        if name in _PAYLOAD_TOOLS and not isinstance(arguments.get("payload", ""), str):
+            # A JSON value as payload is sent as its compact JSON text (rules/payloads.payload_text).
+            text = payload_text(arguments["payload"], arguments.get("payload_encoding", "utf-8"))
+            arguments = {**arguments, "payload": text}
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -141,8 +209,13 @@ def broker_settings(config: Config) -> BrokerSettings:
     )
 
 
-def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
-    """The MCP server for one config; the broker connection starts and stops with its lifespan."""
+def build_server(
+    config: Config, broker: Broker | None = None, *, on_tool_call: ToolCallObserver | None = None
+) -> McpMqttServer:
+    """The MCP server for one config; the broker connection starts and stops with its lifespan.
+
+    `on_tool_call` is told of every finished tool call, allowed or refused (the demo prints them).
+    """
     discovery = config.discovery
     devices = DeviceRegistry(discovery.max_devices) if discovery.enabled else None
     runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)), devices)
@@ -150,7 +223,11 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
     state = (
-        LiveState(live.max_topics, live.max_payload_bytes, notifier.topic_changed) if live.enabled else None
+        LiveState(
+            live.max_topics, live.max_payload_bytes, notifier.topic_changed, config.mqtt.reply_topic_prefix
+        )
+        if live.enabled
+        else None
     )
     feed = None
     if devices is not None:
@@ -166,7 +243,7 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
+    async def connection() -> AsyncIterator[None]:
         if audit is not None:
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
@@ -184,16 +261,26 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
                 if audit is not None:  # write out the queued records; close() bounds its wait too
                     await asyncio.to_thread(audit.close)
 
+    shared = SharedLifespan(connection)
+
+    def lifespan(_: MCPServer[Any]) -> AbstractAsyncContextManager[None]:
+        return shared.hold()
+
     server = McpMqttServer(
         runtime,
         audit,
+        shared,
+        on_tool_call,
         name="mcpmqtt",
         title="MQTT for agents",
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
         subscriptions=bus,
+        request_state_security=RequestStateSecurity.ephemeral(ttl=REQUEST_STATE_TTL),
     )
+    # Outermost, so that it sees the sealed state as the client sent it: one answer, one publish.
+    server.middleware.insert(0, SingleUseRequestState(REQUEST_STATE_TTL))
     register_tools(server, runtime)
     register_resources(server, runtime)
     register_prompts(server, runtime)

@@ -110,6 +110,19 @@ def _summary(topic: str, entry: TopicState, now: float) -> TopicSummary:
     )
 
 
+def _listed(entry: TopicState, now: float) -> str:
+    """A topic resource's description: facts about its last message, never the payload.
+
+    Hosts show descriptions as the server's own words, and some hand them to the model; a payload
+    is a device's words, so it stays inside the resource, whose reader knows it is data.
+    """
+    seen = f"{entry.messages} message{'s' if entry.messages != 1 else ''} seen"
+    size = f"{'over ' if entry.truncated else ''}{len(entry.last.payload):,} bytes"
+    return (
+        f"Last message {now - entry.last.received_at:.0f} s ago, {size} ({seen}); read the resource for it."
+    )
+
+
 def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, notifier: Notifier) -> None:
     """Add the live-state tools, the topic resources, completion and resource subscriptions."""
     followed = followed_patterns(runtime)
@@ -230,7 +243,7 @@ def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, no
                 uri=topic_uri(topic),
                 name=topic,
                 title=f"MQTT topic {topic}",
-                description=f"Last message: {_summary(topic, entry, now).preview}",
+                description=_listed(entry, now),
                 mime_type="application/json",
             )
             for topic, entry in state.matching("#")

@@ -30,10 +30,19 @@ Listener = Callable[[str, bool], None]
 class LiveState:
     """Last value per topic, bounded; a `Sink` for the broker adapter."""
 
-    def __init__(self, max_topics: int, max_payload_bytes: int, listener: Listener | None = None) -> None:
+    def __init__(
+        self,
+        max_topics: int,
+        max_payload_bytes: int,
+        listener: Listener | None = None,
+        private_prefix: str | None = None,
+    ) -> None:
+        """``private_prefix``: topics below it are never kept (the server's private reply topics, which
+        a followed ``#`` delivers too; no agent may see them, so they have no place here)."""
         self.max_topics = max_topics
         self.max_payload_bytes = max_payload_bytes
         self.listener = listener
+        self._private = f"{private_prefix}/" if private_prefix is not None else None
         self._topics: OrderedDict[str, TopicState] = OrderedDict()
         self.evicted = 0
 
@@ -43,6 +52,8 @@ class LiveState:
     def offer(self, message: Received) -> None:
         """Record a message; runs on the per-message path, so it stays a few dict operations."""
         topic = message.topic
+        if self._private is not None and topic.startswith(self._private):
+            return
         truncated = len(message.payload) > self.max_payload_bytes
         if truncated:  # a copy: the same record may be in a call's inbox, which wants it whole
             cut = message.payload[: self.max_payload_bytes]

@@ -164,7 +164,9 @@ def _builtins(server: MCPServer[Any], runtime: Runtime) -> Sequence[Callable[...
         request_topic: Annotated[
             str, Field(description="The topic the device takes requests on, e.g. commands/printer/request.")
         ],
-        command: Annotated[str, Field(description='The request payload to send, e.g. {"cmd": "status"}.')],
+        command: Annotated[
+            str, Field(description='The request payload to send, e.g. {"command": "status"}.')
+        ],
     ) -> str:
         """Send one request to a device with mqtt_query and report its reply, safely."""
         decision = runtime.policy().decide("write", request_topic)

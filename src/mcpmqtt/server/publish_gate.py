@@ -135,10 +135,10 @@ class PublishGate:
     def _confirming(self, ctx: Context[Any, Any], topic: str) -> list[str]:
         """The ``confirm`` patterns that apply to ``topic``, when this client can be asked at all.
 
-        Looked at first, so that the common publish (no confirmation) is checked once, in the tool body.
-        A malformed topic matches no pattern here; the tool body reports it.
+        Looked at first, so that the common publish (no confirmation) is checked once, in the tool body;
+        a topic that is malformed or refused is caught by the checks the caller runs before asking.
         """
-        if not can_ask(ctx) or name_problem(topic):
+        if not self.guardrails.confirms or not can_ask(ctx):
             return []
         return self.guardrails.confirming_patterns(topic)
 

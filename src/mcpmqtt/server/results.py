@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcpmqtt.errors import McpMqttError
 from mcpmqtt.rules.payloads import PayloadEncoding
-from mcpmqtt.server.messages import Message
+from mcpmqtt.server.messages import UNTRUSTED_FIELD, Message
 
 
 def error_result(error: McpMqttError) -> CallToolResult:
@@ -97,7 +97,9 @@ class QueryResult(_Result):
 
 class TopicSummary(_Result):
     topic: str
-    preview: str = Field(description="The start of the last payload (text, or base64 if binary).")
+    preview: str = Field(
+        description=f"The start of the last payload (text, or base64 if binary). {UNTRUSTED_FIELD}"
+    )
     preview_encoding: PayloadEncoding
     retained: bool = Field(description="Whether the last message was a retained one.")
     messages: int = Field(description="Messages seen on this topic since the server started.")

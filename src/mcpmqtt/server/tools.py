@@ -8,7 +8,7 @@ from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resolve import Resolve
 from mcp_types import CallToolResult
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from mcpmqtt.mqtt import Inbox, Received
 from mcpmqtt.rules.payloads import PayloadEncoding
@@ -48,8 +48,8 @@ READ_DESCRIPTION = (
 QUERY_DESCRIPTION = (
     "Send a request to a device or service and wait for its reply (MQTT request/response). The server"
     " subscribes to the reply topic before it publishes, and sends MQTT 5 Response Topic and "
-    "Correlation Data; replies carrying other correlation data are ignored. response is null if no "
-    "reply came within the timeout."
+    "Correlation Data; on MQTT 5 only a reply that carries that correlation data counts, and a "
+    "retained message never does. response is null if no reply came within the timeout."
     f" {UNTRUSTED}"
 )
 
@@ -115,8 +115,16 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         str,
         Field(description="An MQTT topic filter: a topic, or a pattern with + (one level) or # (the rest)."),
     ]
+    # Any JSON value in the schema, a str here: the server turns a non-string into its JSON text
+    # before the call (server/build.py). Typed str, the SDK leaves a string alone; typed as any JSON
+    # value, it would parse a string that looks like JSON and the bytes sent would not be the ones given.
     Payload = Annotated[
-        str, Field(description="The message body: text, or base64 if payload_encoding is base64.")
+        str,
+        Field(
+            description="The message body. A string is sent as is (base64 if payload_encoding is base64); "
+            'any other JSON value, such as {"command": "status"} or 21.5, is sent as compact JSON text.'
+        ),
+        WithJsonSchema({}),
     ]
     Encoding = Annotated[
         PayloadEncoding, Field(description='"utf-8" to send the text as is, "base64" to send binary bytes.')

@@ -17,8 +17,9 @@ import json
 import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from mcpmqtt.config.apikeys import KeyHash
 from mcpmqtt.config.http import ApiKey, HttpSettings, OAuthSettings
-from mcpmqtt.rules.grants import Grant, narrow
+from mcpmqtt.rules.grants import Grant, limits_of, narrow
 from mcpmqtt.rules.policy import Allowlist
 from mcpmqtt.server.context import Access
 
@@ -40,9 +41,22 @@ _CACHE_SIZE = 1024
 # scrypt takes 32 MiB and ~0.1 s per check: two at a time bounds the memory and CPU that a flood of
 # wrong keys can take, while the event loop keeps serving callers whose key is already known.
 _HASHING_THREADS = 2
+# Unknown tokens waiting for a check, per client and in all; past these a token is refused unchecked.
+_WAITING_PER_CLIENT = 8
+_WAITING_IN_ALL = 256
 _JWKS_TIMEOUT = 10.0
 _JWKS_MAX_AGE = 600.0
 _JWKS_MIN_INTERVAL = 30.0
+
+
+refusal: ContextVar[str | None] = ContextVar("mcpmqtt_bearer_refusal", default=None)
+"""Why the bearer token just checked in this context was refused, for the 401 to say (the SDK's
+verifier interface can only answer None)."""
+
+
+def _refused(why: str) -> None:
+    """Note why the token is refused (see `refusal`); the verifier then answers None."""
+    refusal.set(why)
 
 
 class _Lru:
@@ -65,32 +79,104 @@ class _Lru:
             self._items.popitem(last=False)
 
 
+CLIENT_ADDRESS: ContextVar[str] = ContextVar("mcpmqtt_client_address", default="unknown")
+"""The address of the HTTP client being served, set by the HTTP app for the hashing turns."""
+
+
+class _Turns:
+    """`slots` hashing slots, handed to the clients that wait for one in turn.
+
+    A slot goes to the waiting client served least recently (a client not served yet comes first),
+    so a client with many tokens waiting delays another client by at most one check, not by all of
+    its own. A client may have `per_client` tokens waiting and all clients `in_all`; past that,
+    `acquire` says no at once, so that a flood is refused rather than queued.
+    """
+
+    def __init__(self, slots: int, per_client: int, in_all: int) -> None:
+        self._free = slots
+        self._per_client = per_client
+        self._in_all = in_all
+        self._waiting = 0
+        self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()  # turn order
+
+    async def acquire(self, client: str) -> bool:
+        """Wait for a slot (then `release` it); False at once when too many tokens are waiting."""
+        if self._free > 0 and not self._queues:
+            self._free -= 1
+            return True
+        queue = self._queues.get(client)
+        if (queue is not None and len(queue) >= self._per_client) or self._waiting >= self._in_all:
+            return False
+        if queue is None:
+            queue = self._queues[client] = deque()
+            self._queues.move_to_end(client, last=False)  # not served yet: first in turn
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(turn)
+        self._waiting += 1
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # given a slot it will not use
+            else:
+                self._leave(client, turn)
+            raise
+        return True
+
+    def release(self) -> None:
+        """Give the slot to the next client in turn (which goes to the back), or free it."""
+        if not self._queues:
+            self._free += 1
+            return
+        client, queue = self._queues.popitem(last=False)
+        turn = queue.popleft()
+        self._waiting -= 1
+        if queue:
+            self._queues[client] = queue
+        turn.set_result(None)
+
+    def _leave(self, client: str, turn: asyncio.Future[None]) -> None:
+        queue = self._queues.get(client)
+        if queue is not None and turn in queue:
+            queue.remove(turn)
+            self._waiting -= 1
+            if not queue:
+                del self._queues[client]
+
+
 class ApiKeyVerifier:
     """Accepts the API keys whose hashes are configured.
 
     Hashing a presented key costs ~0.1 s by design, too much per request: a key that matched once is
     remembered by its HMAC under a secret of this process (so the cache holds nothing usable outside
     it), and so is a key that matched nothing, so that repeating a wrong key costs nothing either.
+    New tokens are checked two at a time, clients taking turns (`_Turns`): a flood of made-up tokens
+    costs a valid key from another client at most one check's wait, and the flood's excess is
+    refused unchecked instead of queued.
     """
 
     def __init__(self, keys: Sequence[ApiKey], allowlist: Allowlist) -> None:
         self._keys: list[tuple[str, KeyHash, Allowlist | None]] = [
-            (key.name, key.key_hash(), _narrowed(allowlist, [key.grant()])) for key in keys
+            (key.name, key.key_hash(), _narrowed(allowlist, key.grant(), f"the API key {key.name!r}"))
+            for key in keys
         ]
         self._secret = secrets.token_bytes(32)
         self._known = _Lru(_CACHE_SIZE)
         self._rejected = _Lru(_CACHE_SIZE)
-        self._limiter = anyio.CapacityLimiter(_HASHING_THREADS)
+        self._turns = _Turns(_HASHING_THREADS, _WAITING_PER_CLIENT, _WAITING_IN_ALL)
         self._pending: dict[bytes, asyncio.Future[tuple[str, Allowlist | None] | None]] = {}
 
     async def verify_token(self, token: str) -> AccessToken | None:
         tag = hmac.digest(self._secret, token.encode(), hashlib.sha256)
+        wrong = "the bearer token is not one of this server's API keys"
         if self._rejected.get(tag) is not None:
+            _refused(wrong)
             return None
         entry: tuple[str, Allowlist | None] | None = self._known.get(tag)
         if entry is None:
             entry = await self._check(tag, token)
             if entry is None:
+                _refused(wrong)
                 return None
         name, allowlist = entry
         return Access(token=token, client_id=f"api-key:{name}", scopes=[], allowlist=allowlist)
@@ -108,7 +194,14 @@ class ApiKeyVerifier:
         return await asyncio.shield(task)
 
     async def _hash(self, tag: bytes, token: str) -> tuple[str, Allowlist | None] | None:
-        entry = await anyio.to_thread.run_sync(self._match, token, limiter=self._limiter)
+        client = CLIENT_ADDRESS.get()
+        if not await self._turns.acquire(client):
+            log.warning("refused a bearer token from %s unchecked: too many tokens wait for a check", client)
+            return None
+        try:
+            entry = await anyio.to_thread.run_sync(self._match, token)
+        finally:
+            self._turns.release()
         if entry is None:
             self._rejected.put(tag, True)
             log.info("refused a bearer token: it is no configured API key")
@@ -210,8 +303,13 @@ class JwtVerifier:
                 leeway=settings.leeway,
                 options={"require": ["exp", "iss", "aud"]},
             )
+        except jwt.ExpiredSignatureError:
+            log.info("refused a bearer token: it has expired")
+            _refused("the access token has expired; get a new one from the authorization server")
+            return None
         except jwt.PyJWTError as exc:
             log.info("refused a bearer token: %s", exc)
+            _refused(f"the access token is not valid here: {exc}")
             return None
         scopes = _scopes(claims)
         return Access(
@@ -233,9 +331,16 @@ class JwtVerifier:
         if granted not in self._narrowed:
             # No mapped scope: the allowlist's deny entries and nothing else, so every call is refused
             # with the usual explanation rather than an HTTP error the model cannot read.
-            self._narrowed[granted] = narrow(
-                self._allowlist, [mapping[scope].grant() for scope in sorted(granted)]
-            )
+            grants = [mapping[scope].grant() for scope in sorted(granted)]
+            if granted:
+                limit = " and ".join(limits_of(grant) for grant in grants)
+                holder = f"the token's scopes ({', '.join(sorted(granted))}) limit it to {limit}"
+            else:
+                holder = (
+                    "the token carries none of the scopes that http.oauth.scopes grants "
+                    f"({', '.join(sorted(mapping))})"
+                )
+            self._narrowed[granted] = narrow(self._allowlist, grants, holder)
         return self._narrowed[granted]
 
 
@@ -248,8 +353,11 @@ def _scopes(claims: dict[str, Any]) -> list[str]:
     return [str(s) for s in listed] if isinstance(listed, list) else []
 
 
-def _narrowed(allowlist: Allowlist, grants: list[Grant]) -> Allowlist | None:
-    return narrow(allowlist, grants) if any(grant.narrows for grant in grants) else None
+def _narrowed(allowlist: Allowlist, grant: Grant, holder: str) -> Allowlist | None:
+    """The allowlist of a key holding `grant`, or None when the grant takes nothing away."""
+    if not grant.narrows:
+        return None
+    return narrow(allowlist, [grant], f"{holder} is limited to {limits_of(grant)}")
 
 
 class Verifier:
@@ -264,6 +372,7 @@ class Verifier:
             return await self._tokens.verify_token(token)
         if self._keys is not None:
             return await self._keys.verify_token(token)
+        _refused("the bearer token is not a JWT, and this server takes only OAuth access tokens")
         return None
 
 

@@ -3,15 +3,20 @@ to put on a network.
 
 What a request meets, outermost first:
 
-1. a request id (logs.py), for the logs and the `X-Request-Id` response header;
+1. a request id (logs.py), for the logs and the `X-Request-Id` response header, and the security
+   headers on every response (no sniffing, no framing, no referrer, a Content-Security-Policy that
+   allows nothing);
 2. `/healthz` (the process is up) and `/readyz` (connected to the broker, not shutting down), which
    answer anyone, with one word: a load balancer needs no more, and nobody learns more;
-3. Host and Origin checks, always (not only on loopback, where the SDK turns them on by itself): a
-   Host that is not ours is 421, an Origin that is not ours 403. They defeat DNS rebinding, where a web
-   page makes a browser talk to a server on the user's network;
+3. Host and Origin checks (http_guard.py), always (not only on loopback, where the SDK turns them
+   on by itself), exact: a Host that is not ours is 421, an Origin that is not ours 403, either
+   header twice 400. They defeat DNS rebinding, where a web page makes a browser talk to a server
+   on the user's network;
 4. with `http.api_keys` or `http.oauth` configured, a bearer token in the Authorization header (the
    SDK's middleware; 401 with WWW-Authenticate without a valid one, never read from the URL);
-5. the SDK's transport, which limits the body size (413) and checks the headers again.
+5. the body, read whole within `http.body_timeout` (408) and at most `http.max_body_bytes` (413)
+   (http_timeouts.py, which also gives a request's headers `http.header_timeout`), then the session
+   limits (http_sessions.py), then the SDK's transport.
 
 Shutdown (SIGTERM, Ctrl-C): uvicorn stops accepting connections and waits for the ones in flight.
 Idle event streams are ended at once, calls in flight get `http.shutdown_timeout` seconds to finish,
@@ -32,21 +37,21 @@ import re
 import socket
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 import uvicorn
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
-from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
-from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, BaseUser
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,7 +59,10 @@ from mcpmqtt.config.http import HttpSettings, is_loopback
 from mcpmqtt.logs import REQUEST_ID
 from mcpmqtt.server.build import McpMqttServer
 from mcpmqtt.server.context import Runtime
-from mcpmqtt.transports.auth import build_verifier
+from mcpmqtt.transports.auth import CLIENT_ADDRESS, build_verifier, refusal
+from mcpmqtt.transports.http_guard import HostOriginGuard, parse_host, parse_origin
+from mcpmqtt.transports.http_sessions import SessionLimits
+from mcpmqtt.transports.http_timeouts import BodyDeadline, timed_h11
 
 log = logging.getLogger(__name__)
 
@@ -62,34 +70,32 @@ Transport = Literal["http", "sse"]
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _EXACT_URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
+# Our guard checks Host and Origin exactly before any request reaches the SDK's app; the SDK's own
+# check (by prefix) would only refuse some equivalent spellings we accept (a name in capitals).
+_SDK_SECURITY = TransportSecuritySettings(enable_dns_rebinding_protection=False)
 _SHUTDOWN_ERROR = -32000  # JSON-RPC "server error" range: the call did not fail, the server went away
 
 
-def transport_security(host: str, settings: HttpSettings) -> TransportSecuritySettings:
-    """The Host and Origin values accepted: loopback ones, a specific bind address, the configured ones.
-
-    A configured host without a port matches any port; an origin matches exactly (browsers send the
-    port only when it is not the default).
+def host_origin_guard(host: str, settings: HttpSettings) -> HostOriginGuard:
+    """Loopback names, a specific bind address, and the configured hosts; loopback origins (any
+    port) and the configured ones (exactly: browsers send the port only when it is not the default).
     """
+    hosts = [place for name in _accepted_hosts(host, settings) if (place := parse_host(name)) is not None]
+    origins = [parse_origin(f"http://{name}", any_port=True) for name in _LOOPBACK_HOSTS]
+    origins += [parse_origin(origin) for origin in settings.allowed_origins]
+    return HostOriginGuard(hosts, [origin for origin in origins if origin is not None])
+
+
+def _accepted_hosts(host: str, settings: HttpSettings) -> list[str]:
+    """Host names, each with an optional port (none: any port)."""
     hosts: list[str] = [*_LOOPBACK_HOSTS]
     if not is_loopback(host) and not _is_wildcard(host):
         hosts.append(f"[{host}]" if ":" in host else host)  # what the operator chose to bind to
-    hosts += settings.allowed_hosts
-    allowed_hosts = [h for name in hosts for h in ((name,) if _has_port(name) else (name, f"{name}:*"))]
-    origins = [f"http://{name}{port}" for name in _LOOPBACK_HOSTS for port in ("", ":*")]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=allowed_hosts,
-        allowed_origins=[*origins, *settings.allowed_origins],
-    )
+    return hosts + settings.allowed_hosts
 
 
 def _is_wildcard(host: str) -> bool:
     return host in ("", "0.0.0.0", "::")
-
-
-def _has_port(host: str) -> bool:
-    return bool(re.search(r":\d+$", host)) and not host.endswith("]")
 
 
 class _Shutdown:
@@ -143,6 +149,37 @@ class _RequestIds:
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
+
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+"""On every response: nothing here is a page to render, frame or leak a URL from."""
+
+
+class _SecurityHeaders:
+    """Adds `SECURITY_HEADERS` to every response, unless the response sets one of them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {key.lower() for key, _ in headers}
+                headers += [(key, value) for key, value in SECURITY_HEADERS if key not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class _Graceful:
@@ -247,29 +284,32 @@ async def _send(send: Send, status: int, body: bytes | None, content_type: bytes
 
 
 class _Router:
-    """Lifespan to the MCP app; health and metadata to the public routes; the rest, once the Host
-    and Origin pass, to the (authenticated) MCP app."""
+    """Lifespan to the app that holds the broker connection; health and metadata to the public
+    routes; the rest, once the Host and Origin pass, to the (authenticated) MCP app."""
 
-    def __init__(
-        self, mcp: ASGIApp, protected: ASGIApp, public: Starlette, security: TransportSecuritySettings
-    ):
-        self.mcp = mcp
+    def __init__(self, lifespan: ASGIApp, protected: ASGIApp, public: Starlette, guard: HostOriginGuard):
+        self.lifespan = lifespan
         self.protected = protected
         self.public = public
         self.public_paths = frozenset(route.path for route in public.routes if isinstance(route, Route))
-        self.guard = TransportSecurityMiddleware(security)
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.mcp(scope, receive, send)
+            await self.lifespan(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] in self.public_paths:
             await self.public(scope, receive, send)
         elif scope["type"] != "http":
             await send({"type": "websocket.close"})  # no WebSocket endpoint here
-        elif (refusal := await self.guard.validate_request(Request(scope), is_post=False)) is not None:
+        elif (refusal := self.guard.refusal(scope)) is not None:
             await refusal(scope, receive, send)
         else:
-            await self.protected(scope, receive, send)
+            client = scope.get("client")
+            token = CLIENT_ADDRESS.set(str(client[0]) if client else "unknown")
+            try:
+                await self.protected(scope, receive, send)
+            finally:
+                CLIENT_ADDRESS.reset(token)
 
 
 def _health(ready: Callable[[], bool]) -> list[Route]:
@@ -290,21 +330,34 @@ def _health(ready: Callable[[], bool]) -> list[Route]:
 
 
 def build_app(
-    server: MCPServer[Any], transport: Transport, host: str, runtime: Runtime, shutdown: _Shutdown
+    server: McpMqttServer, transport: Transport, host: str, runtime: Runtime, shutdown: _Shutdown
 ) -> ASGIApp:
     """The whole HTTP application for `server` bound to `host` (see the module docstring)."""
     settings = runtime.config.http
-    security = transport_security(host, settings)
+    security = _SDK_SECURITY
     if transport == "http":
         mcp = server.streamable_http_app(
-            host=host, transport_security=security, max_request_body_size=settings.max_body_bytes
+            host=host,
+            transport_security=security,
+            max_request_body_size=settings.max_body_bytes,
+            session_idle_timeout=settings.session_idle_timeout,
+            max_sessions=settings.max_sessions,
         )
+        lifespan: ASGIApp = mcp  # the session manager enters the server's lifespan once, at start-up
     else:
         mcp = server.sse_app(
             host=host, transport_security=security, max_request_body_size=settings.max_body_bytes
         )
+        # The SDK's SSE app has no lifespan of its own and enters the server's per session: hold the
+        # broker connection here for the whole process, so that the sessions' entries are nested.
+        holder = server.lifespan_holder
+        lifespan = Starlette(lifespan=lambda _: holder.hold())
     public = _health(lambda: runtime.broker.connected and not shutdown.started.is_set())
     protected: ASGIApp = mcp
+    if transport == "http":  # an SSE session lives as long as its connection: nothing to bound here
+        limits = settings.max_sessions, settings.max_sessions_per_client, settings.session_idle_timeout
+        protected = SessionLimits(mcp, *limits)
+    protected = BodyDeadline(protected, settings.body_timeout, settings.max_body_bytes)
     verifier = build_verifier(settings, runtime.allowlist)
     if verifier is not None:
         metadata_url: AnyHttpUrl | None = None
@@ -316,11 +369,52 @@ def build_app(
             public += create_protected_resource_routes(resource, [_url(oauth.issuer)], supported)
             metadata_url = build_resource_metadata_url(resource)
         protected = AuthenticationMiddleware(
-            RequireAuthMiddleware(AuthContextMiddleware(mcp), scopes, metadata_url),
-            backend=BearerAuthBackend(verifier),
+            _ExplainingRequireAuth(AuthContextMiddleware(protected), scopes, metadata_url),
+            backend=_ExplainingBearer(verifier),
         )
-    router = _Router(mcp, _Graceful(protected, shutdown, transport), Starlette(routes=public), security)
-    return _RequestIds(router)
+    guard = host_origin_guard(host, settings)
+    router = _Router(lifespan, _Graceful(protected, shutdown, transport), Starlette(routes=public), guard)
+    return _SecurityHeaders(_RequestIds(router))
+
+
+_REFUSAL = "mcpmqtt.bearer_refusal"
+"""The request scope's key for why its bearer token was refused."""
+
+
+class _ExplainingBearer(BearerAuthBackend):
+    """The SDK's bearer check, noting in the request why it was refused: no token, a wrong one, an
+    expired one."""
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        refusal.set(None)
+        result: tuple[AuthCredentials, BaseUser] | None = await super().authenticate(conn)
+        if result is None:
+            header = conn.headers.get("authorization", "")
+            if not header.lower().startswith("bearer "):
+                why = "no bearer token: send the header 'Authorization: Bearer <API key or access token>'"
+            else:  # the verifier said why; if it accepted the token, the SDK found it expired
+                why = refusal.get() or "the access token has expired; get a new one"
+            conn.scope[_REFUSAL] = why
+        return result
+
+
+class _ExplainingRequireAuth(RequireAuthMiddleware):
+    """The SDK's check, with a 401 whose error_description says why instead of only "Authentication
+    required"."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        why = scope.get(_REFUSAL)
+        if why is None or isinstance(scope.get("user"), AuthenticatedUser):
+            await super().__call__(scope, receive, send)
+            return
+        quoted = re.sub(r'["\\]|[^\x20-\x7e]', "'", why)  # RFC 6750: no quote, backslash or non-ASCII
+        challenge = f'Bearer error="invalid_token", error_description="{quoted}"'
+        if self.resource_metadata_url is not None:
+            challenge += f', resource_metadata="{self.resource_metadata_url}"'
+        body = {"error": "invalid_token", "error_description": why}
+        await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": challenge})(
+            scope, receive, send
+        )
 
 
 def _url(text: str) -> AnyHttpUrl:
@@ -338,10 +432,12 @@ def http_server(server: McpMqttServer, transport: Transport, host: str, port: in
     grace = runtime.config.http.shutdown_timeout
     shutdown = _Shutdown(grace)
     app = build_app(server, transport, host, runtime, shutdown)
+    settings = runtime.config.http
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=timed_h11(settings.header_timeout, settings.body_timeout),
         log_config=None,
         lifespan="on",
         server_header=False,

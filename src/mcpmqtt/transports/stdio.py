@@ -6,6 +6,8 @@ request would wait for an answer that never comes. JSON-RPC 2.0 says to answer w
 """
 
 import asyncio
+import os
+import stat
 import sys
 from typing import Any
 
@@ -53,13 +55,28 @@ class _PipeLines:
         return line.decode("utf-8", errors="replace")
 
 
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can watch `fd`: a pipe, a socket or a terminal.
+
+    asyncio accepts any character device, but epoll refuses most of them (`/dev/null` among them) with
+    an error that surfaces only in a callback, so the server would wait forever for a line.
+    """
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
 async def _stdin_lines() -> _PipeLines | None:
     """stdin through the event loop when it is a pipe or terminal (as under an MCP host), else None."""
+    if not _pollable(sys.stdin.fileno()):  # a file or /dev/null: the SDK's own reader handles it
+        return None
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_MAX_LINE_BYTES)
     try:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    except (ValueError, OSError):  # a regular file: the SDK's own reader handles it
+    except (ValueError, OSError):
         return None
     return _PipeLines(reader)
 
