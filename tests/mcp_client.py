@@ -27,9 +27,11 @@ TOOLS = frozenset(
         "mqtt_poll",
         "mqtt_unwatch",
         "mqtt_history",
+        "mqtt_list_devices",
+        "mqtt_describe",
     }
 )
-"""The tools a server with the default config offers (live state, watches and history on)."""
+"""The tools a server with the default config offers (live state, watches, history and discovery on)."""
 
 MODES = ("legacy", "auto")
 """`legacy` negotiates 2025-11-25 with initialize; `auto` gets the sessionless 2026-07-28 era."""

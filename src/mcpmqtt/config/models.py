@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from mcpmqtt.config.base import Model
 from mcpmqtt.config.http import HttpSettings
 from mcpmqtt.config.templates import BUILTIN_PROMPTS, placeholders
+from mcpmqtt.discovery.ingest import DiscoveryOptions
 from mcpmqtt.errors import ConfigError, InvalidArgument
 from mcpmqtt.rules.guardrails import Guardrail, Guardrails, parse_rate, schema_problem
 from mcpmqtt.rules.policy import Allowlist, Rule
@@ -402,6 +403,71 @@ class ApprovalsSettings(Model):
     )
 
 
+class DiscoverySettings(Model):
+    """Discovery of devices from the conventions they announce themselves with (docs/devices.md).
+
+    Read from the messages the live state follows (read patterns without `live: false`), so the
+    allowlist must let the server read a convention's discovery topics for it to be seen.
+    """
+
+    enabled: bool = Field(
+        default=True, description="Read discovery messages and offer mqtt_list_devices and mqtt_describe."
+    )
+    enforce_command_schemas: bool = Field(
+        default=False,
+        description="Refuse (invalid argument) a publish or query request to a discovered command topic "
+        "whose payload the device's announced command schema does not allow. Only narrows the allowlist.",
+    )
+    home_assistant_prefix: str | None = Field(
+        default="homeassistant",
+        description="Home Assistant's discovery prefix (<prefix>/<component>/.../config); null: not read.",
+    )
+    zigbee2mqtt_base: str | None = Field(
+        default="zigbee2mqtt", description="zigbee2mqtt's base topic (<base>/bridge/devices); null: not read."
+    )
+    homie_domain: str | None = Field(
+        default="homie", description="The Homie domain, first level of Homie 4 and 5 topics; null: not read."
+    )
+    tasmota_prefix: str | None = Field(
+        default="tasmota/discovery",
+        description="Tasmota's discovery topic (<prefix>/<MAC>/config and /sensors); null: not read.",
+    )
+    max_devices: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1000, description="Devices kept; the least recently announced one is forgotten first."
+    )
+    max_entities_per_device: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=500, description="Entities kept per device; further ones are dropped with a log line."
+    )
+    max_config_bytes: Annotated[int, Field(ge=1, le=268_435_455)] = Field(
+        default=262_144,
+        description="The largest discovery message read (a big zigbee2mqtt network's bridge/devices may "
+        "need more); larger ones are skipped with a log line.",
+    )
+    max_pending: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=10_000,
+        description="Discovery messages waiting to be read; past this, new ones are dropped and counted.",
+    )
+
+    @field_validator("home_assistant_prefix", "zigbee2mqtt_base", "homie_domain", "tasmota_prefix")
+    @classmethod
+    def _prefix_is_a_topic(cls, value: str | None) -> str | None:
+        if value is not None and (problem := name_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    def options(self) -> DiscoveryOptions:
+        """The parsers' view of this section."""
+        return DiscoveryOptions(
+            home_assistant_prefix=self.home_assistant_prefix,
+            zigbee2mqtt_base=self.zigbee2mqtt_base,
+            homie_domain=self.homie_domain,
+            tasmota_prefix=self.tasmota_prefix,
+            max_devices=self.max_devices,
+            max_entities_per_device=self.max_entities_per_device,
+            max_config_bytes=self.max_config_bytes,
+        )
+
+
 class AuditSettings(Model):
     """The audit log: one JSON line per tool call, for the people responsible for the devices."""
 
@@ -460,6 +526,7 @@ class Config(Model):
     watches: WatchSettings = WatchSettings()
     history: HistorySettings = HistorySettings()
     approvals: ApprovalsSettings = ApprovalsSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
     audit: AuditSettings | None = None
     prompts: list[PromptEntry] = Field(default_factory=list)
     http: HttpSettings = HttpSettings()

@@ -89,6 +89,27 @@ async def _last_value(client: Client, broker: EmbeddedBroker) -> list[str]:
     return [f"{_show(last['message'])}, {last['age_seconds']:.1f} s old, answered at once"]
 
 
+async def _list_devices(client: Client, broker: EmbeddedBroker) -> list[str]:
+    listed = _result(await client.call_tool("mqtt_list_devices", {}))
+    lines = [
+        f"{device['id']}: {device['device_supplied'].get('name', '')} ({len(device['entities'])} entities)"
+        for device in listed["devices"]
+    ]
+    return [*lines, f"{listed['total']} devices announced themselves", *(listed.get("notes") or [])]
+
+
+async def _describe_a_topic(client: Client, broker: EmbeddedBroker) -> list[str]:
+    topic = f"actuators/lights/{LIGHT}/on"
+    described = _result(await client.call_tool("mqtt_describe", {"topic": topic}))
+    if not described["writable"]:
+        raise StepFailed(f"{topic} is not writable, though the allowlist's actuators/# is")
+    schema = described.get("command_schema")
+    return [
+        f"readable {described['readable']}, writable {described['writable']}, "
+        f"{len(described['entities'])} discovered entities, command schema: {json.dumps(schema)}"
+    ]
+
+
 async def _switch_a_light(client: Client, broker: EmbeddedBroker) -> list[str]:
     topic = f"actuators/lights/{LIGHT}/on"
     published = _result(await client.call_tool("mqtt_publish", {"topic": topic, "payload": "on", "qos": 1}))
@@ -188,6 +209,8 @@ STEPS: list[tuple[str, Step]] = [
     ("mqtt_subscribe sensors/+/temperature, 2 messages", _subscribe_to_temperatures),
     ("mqtt_list_topics: what the server has seen so far", _list_topics),
     ("mqtt_last status/system: the last value, from memory", _last_value),
+    ("mqtt_list_devices: the devices that announced themselves", _list_devices),
+    (f"mqtt_describe actuators/lights/{LIGHT}/on: what is known about a topic", _describe_a_topic),
     (f"mqtt_publish actuators/lights/{LIGHT}/on, then mqtt_read status/lights/{LIGHT}", _switch_a_light),
     ("get the prompt device_request for the printer", _get_a_prompt),
     (f"mqtt_query {PRINTER_REQUESTS}: the printer's status", _ask_the_printer),

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from mcpmqtt import __version__
 from mcpmqtt.config import Config
+from mcpmqtt.discovery import DeviceRegistry, DiscoveryIngest
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
 from mcpmqtt.rules.payloads import payload_text
@@ -29,6 +31,8 @@ from mcpmqtt.server.approval_tool import register_approval_tool
 from mcpmqtt.server.approvals import ApprovalQueue
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
+from mcpmqtt.server.devices import console_devices, register_devices
+from mcpmqtt.server.discovery_feed import DiscoveryFeed
 from mcpmqtt.server.events import EventHub, TopicChanges
 from mcpmqtt.server.history import register_history
 from mcpmqtt.server.history_file import HistoryFile, flush, keep_written, open_history_file
@@ -243,7 +247,15 @@ def build_server(
     """
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
     approvals = ApprovalQueue(config.approvals.ttl, config.approvals.max_pending, audit)
-    runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)), approvals)
+    discovery = config.discovery
+    devices = DeviceRegistry(discovery.max_devices) if discovery.enabled else None
+    runtime = Runtime(
+        config,
+        config.allowlist(),
+        broker or Broker(broker_settings(config)),
+        approvals=approvals,
+        devices=devices,
+    )
     bus = InMemorySubscriptionBus()
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
@@ -253,6 +265,16 @@ def build_server(
         if live.enabled
         else None
     )
+    feed = None
+    if devices is not None:
+
+        def last_payload(topic: str) -> bytes | None:
+            """A device's availability retained before its config: the live state already has it."""
+            entry = state.get(topic) if state is not None else None
+            return bytes(entry.last.payload) if entry is not None else None
+
+        ingest = DiscoveryIngest(discovery.options(), devices, runtime.allowlist, last_payload)
+        feed = DiscoveryFeed(ingest, discovery.max_pending)
 
     gate = SubscribeGate(notifier)
     watches = (
@@ -269,9 +291,9 @@ def build_server(
         if audit is not None:
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
-        for sink in (state, history):
-            if sink is not None:
-                for pattern in followed:
+        for pattern in followed:
+            for sink in (state, history, feed):
+                if sink is not None:
                     runtime.broker.follow(pattern, sink)
         flusher = None
         if history is not None and history_file is not None:
@@ -330,6 +352,9 @@ def build_server(
     if history is not None:
         register_history(server, runtime, history, followed)
         server.history_provider = history.recent_numbers
+    if devices is not None:
+        register_devices(server, runtime, devices)
+        server.devices_provider = partial(console_devices, devices)
     return server
 
 

@@ -10,6 +10,7 @@ from mcp.server.auth.provider import AccessToken
 from pydantic import ConfigDict, Field
 
 from mcpmqtt.config import Config, Limits
+from mcpmqtt.discovery import DeviceRegistry
 from mcpmqtt.mqtt import Broker
 from mcpmqtt.rules.policy import Allowlist
 from mcpmqtt.server.approvals import ApprovalQueue
@@ -36,6 +37,8 @@ class Runtime:
     broker: Broker
     approvals: ApprovalQueue | None = None
     """Publishes waiting for a person in the operator console (server/approvals.py)."""
+    devices: DeviceRegistry | None = None
+    """The discovered devices; None when discovery is off."""
 
     @property
     def limits(self) -> Limits:

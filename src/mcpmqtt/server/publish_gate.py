@@ -38,7 +38,9 @@ class PublishGate:
 
     In order: the topic is valid and the allowlist lets the agent write it; the payload decodes and
     fits limits.max_payload_bytes; then the guardrails of every write entry matching the topic
-    (payload size, JSON Schema, rate limit); last, when an entry says ``confirm``, a person agrees.
+    (payload size, JSON Schema, rate limit); with discovery.enforce_command_schemas, the command
+    payloads a discovered device announced for the topic; last, when an entry says ``confirm``, a
+    person agrees.
     The checks run twice for a confirmed publish, once before the person is asked (nobody is asked
     about a publish that would be refused anyway) and once when the call goes ahead; the rate limit
     counts a publish only then.
@@ -91,7 +93,16 @@ class PublishGate:
             )
         if (refused := self.guardrails.check(topic, data)) is not None:
             raise refused
+        # After the allowlist and the guardrails: what a device announces only ever narrows them.
+        if (problem := self._command_problem(topic, data)) is not None:
+            raise InvalidArgument(problem)
         return data
+
+    def _command_problem(self, topic: str, data: bytes) -> str | None:
+        devices = self.runtime.devices
+        if devices is None or not self.runtime.config.discovery.enforce_command_schemas:
+            return None
+        return devices.command_problem(topic, data)
 
     # Resolvers: the SDK runs them before the tool, with the tool's arguments by name, and asks the
     # person whatever they return as Elicit, in either protocol era. None means: nobody to ask.
