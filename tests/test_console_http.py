@@ -173,12 +173,13 @@ def _topics(snapshot: dict[str, Any]) -> set[str]:
     return {entry["topic"] for entry in snapshot["topics"]}
 
 
-@pytest.mark.parametrize("history", [True, False], ids=["history", "no history"])
+@pytest.mark.parametrize("features", [True, False], ids=["history and discovery", "neither"])
 def test_without_authentication_the_console_is_open_on_loopback(
-    broker: Mosquitto, tmp_path: pathlib.Path, history: bool
+    broker: Mosquitto, tmp_path: pathlib.Path, features: bool
 ) -> None:
     config = config_for(broker, topics=[{"pattern": f"{ROOT}/#", "permissions": ["read"]}])
-    config["history"] = {"enabled": history}
+    config["history"] = {"enabled": features}
+    config["discovery"] = {"enabled": features}
     with ServerProcess(tmp_path, config) as process:
         assert httpx2.get(process.base + "/console/session").json() == {
             "signed_in": False,
@@ -191,9 +192,10 @@ def test_without_authentication_the_console_is_open_on_loopback(
         assert opened.json()["may_approve"] is True
         [(name, snapshot)] = stream_events(client)
         assert name == "snapshot"
-        # Sparklines come from the history; without one the console says so.
-        assert ("No sparklines: this server keeps no history." in snapshot["notices"]) is not history
-        assert "No device list: this server has no device discovery." in snapshot["notices"]
+        # Sparklines come from the history, the device list from discovery; without them the console
+        # says so.
+        assert ("No sparklines: this server keeps no history." in snapshot["notices"]) is not features
+        assert ("No device list: this server has no device discovery." in snapshot["notices"]) is not features
         # A foreign Host is refused before the console (DNS rebinding), as for /mcp.
         assert httpx2.get(process.base + "/console", headers={"host": "evil.example"}).status_code == 421
 
