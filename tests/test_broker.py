@@ -1,11 +1,13 @@
 """The broker adapter against a real Mosquitto: acknowledgements, routing, retained, reconnects."""
 
 import asyncio
+import contextlib
 import pathlib
 import uuid
 from collections.abc import Iterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 from devices import raw_client, reply_properties, responder
 from mosquitto import Mosquitto
@@ -514,3 +516,28 @@ async def test_a_follower_of_overlapping_filters_takes_each_message_once(broker:
         ]
     finally:
         await adapter.stop(task)
+
+
+async def test_publishing_while_the_broker_goes_away_leaves_no_error_in_the_event_loop(
+    fresh_broker: Mosquitto,
+) -> None:
+    """A publish queued just as the connection breaks must not make aiomqtt ask the event loop to watch
+    a socket that has closed meanwhile ("Exception in callback ... add_writer: Bad file descriptor",
+    which the anyio test runner turns into a failure). Publishing back to back while the broker is
+    killed, a few times over, hits that window."""
+    for _ in range(20):
+        if not fresh_broker.running:
+            fresh_broker.start()
+        async with running(settings(fresh_broker)) as adapter:
+
+            async def publish_until_lost() -> None:
+                with contextlib.suppress(BrokerUnavailable):
+                    while True:
+                        await adapter.publish("gone/soon", b"x" * 2000)
+                        await anyio.lowlevel.checkpoint()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(publish_until_lost)
+                await anyio.to_thread.run_sync(fresh_broker.kill)
+            for _ in range(3):  # let the loop run the callbacks the loss scheduled
+                await anyio.lowlevel.checkpoint()

@@ -10,6 +10,7 @@ never half-used.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
@@ -60,3 +61,35 @@ def internals(client: aiomqtt.Client) -> Internals:
             "pip install 'aiomqtt>=2.5.1,<2.6'"
         )
     return Internals(client._client, client._on_connect, client._on_disconnect, client._connected)
+
+
+def guard_socket_writes(client: aiomqtt.Client) -> None:
+    """Make aiomqtt's "watch the socket for writing" skip a socket that closed before it ran.
+
+    aiomqtt schedules `loop.add_writer(fileno, ...)` whenever paho queues a packet; a publish queued
+    just as the connection breaks runs that after the socket closed, and the event loop reports
+    "Exception in callback ... Bad file descriptor" (an error with a traceback in the log, a failure in
+    a test). Here the same writer is added only while the socket is still open. What the writer does
+    is aiomqtt's: write, and on a failure end the connection. Without the private parts, nothing is done.
+    """
+    loop = getattr(client, "_loop", None)
+    disconnected = getattr(client, "_disconnected", None)
+    if not isinstance(loop, asyncio.AbstractEventLoop) or not isinstance(disconnected, asyncio.Future):
+        return
+
+    def register_write(raw: paho.Client, userdata: Any, sock: Any) -> None:
+        def write() -> None:
+            try:
+                raw.loop_write()
+            except Exception as exc:  # a broken pipe: the connection is gone
+                current = getattr(client, "_disconnected", disconnected)
+                if not current.done():
+                    current.set_exception(exc)
+
+        def watch() -> None:
+            if sock.fileno() != -1:  # -1: closed since this was scheduled
+                loop.add_writer(sock.fileno(), write)
+
+        loop.call_soon_threadsafe(watch)
+
+    client._client.on_socket_register_write = register_write

@@ -313,6 +313,7 @@ class Connection:
             websocket_path=s.websocket_path if s.transport == "websockets" else None,
         )
         inside = aiomqtt_compat.internals(client)
+        aiomqtt_compat.guard_socket_writes(client)
         raw = inside.paho
         raw.on_message = self._on_message  # what FastReader hands to paho (QoS 2, other properties)
         if self._fast_reader:
