@@ -21,6 +21,8 @@ from mcpmqtt.config.models import (
     MqttTls,
     PromptArgumentEntry,
     PromptEntry,
+    ShapesSettings,
+    SparkplugSettings,
     TopicEntry,
 )
 from mcpmqtt.errors import ConfigError
@@ -38,6 +40,8 @@ __all__ = [
     "MqttTls",
     "PromptArgumentEntry",
     "PromptEntry",
+    "ShapesSettings",
+    "SparkplugSettings",
     "TopicEntry",
     "default_config_path",
     "load_config",

@@ -22,16 +22,21 @@ from mcpmqtt import __version__
 from mcpmqtt.config import Config
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
+from mcpmqtt.observation import ShapeObserver
+from mcpmqtt.rules.topics import overlaps
 from mcpmqtt.server.audit import AuditLog
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.labels import UNTRUSTED
 from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
 from mcpmqtt.server.notifier import Notifier
+from mcpmqtt.server.observed import register_observed
 from mcpmqtt.server.prompts import register_prompts
 from mcpmqtt.server.resources import register_resources
 from mcpmqtt.server.results import error_result
 from mcpmqtt.server.tools import register_tools
+from mcpmqtt.sparkplug import SparkplugRegistry
+from mcpmqtt.sparkplug.topic import PREFIX as SPARKPLUG_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +143,41 @@ def broker_settings(config: Config) -> BrokerSettings:
     )
 
 
+def _sparkplug(config: Config) -> SparkplugRegistry | None:
+    settings = config.sparkplug
+    if not settings.enabled:
+        return None
+    return SparkplugRegistry(settings.max_edge_nodes, settings.max_devices_per_node, settings.max_metrics)
+
+
+def _shapes(config: Config, notifier: Notifier) -> ShapeObserver | None:
+    settings = config.shapes
+    if not settings.enabled:
+        return None
+    return ShapeObserver(
+        max_topics=settings.max_topics,
+        sample_interval=settings.sample_interval,
+        max_sample_bytes=settings.max_sample_bytes,
+        max_schema_bytes=settings.max_schema_bytes,
+        max_examples=settings.max_examples,
+        listener=notifier.shape_changed,
+    )
+
+
 def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     """The MCP server for one config; the broker connection starts and stops with its lifespan."""
-    runtime = Runtime(config, config.allowlist(), broker or Broker(broker_settings(config)))
     bus = InMemorySubscriptionBus()
     live = config.live_state
     notifier = Notifier(bus, live.notify_interval)
     state = (
         LiveState(live.max_topics, live.max_payload_bytes, notifier.topic_changed) if live.enabled else None
+    )
+    runtime = Runtime(
+        config,
+        config.allowlist(),
+        broker or Broker(broker_settings(config)),
+        sparkplug=_sparkplug(config),
+        shapes=_shapes(config, notifier) if state is not None else None,
     )
 
     audit = AuditLog(config.audit.path, config.audit.include_payloads) if config.audit else None
@@ -158,6 +190,10 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
         if state is not None:
             for pattern in followed_patterns(runtime):
                 runtime.broker.follow(pattern, state)
+                if runtime.shapes is not None:
+                    runtime.broker.follow(pattern, runtime.shapes)
+                if runtime.sparkplug is not None and overlaps(pattern, SPARKPLUG_PREFIX + "#"):
+                    runtime.broker.follow(pattern, runtime.sparkplug)
         try:
             yield None
         finally:
@@ -183,4 +219,6 @@ def build_server(config: Config, broker: Broker | None = None) -> McpMqttServer:
     register_prompts(server, runtime)
     if state is not None:
         register_live(server, runtime, state, notifier)
+    if runtime.sparkplug is not None:
+        register_observed(server, runtime, runtime.sparkplug)
     return server

@@ -11,7 +11,9 @@ from pydantic import ConfigDict, Field
 
 from mcpmqtt.config import Config, Limits
 from mcpmqtt.mqtt import Broker
+from mcpmqtt.observation import ShapeObserver
 from mcpmqtt.rules.policy import Allowlist
+from mcpmqtt.sparkplug import SparkplugRegistry
 
 
 class Access(AccessToken):
@@ -31,6 +33,10 @@ class Runtime:
     config: Config
     allowlist: Allowlist
     broker: Broker
+    sparkplug: SparkplugRegistry | None = None
+    """Sparkplug B births and deaths seen, and the decoder of Sparkplug payloads (None when disabled)."""
+    shapes: ShapeObserver | None = None
+    """Payload shapes inferred per topic (None when disabled)."""
 
     @property
     def limits(self) -> Limits:
