@@ -30,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mcpmqtt.demo.config import HA_PREFIX, ROOMS, SPARKPLUG_GROUP, Z2M_BASE
+from mcpmqtt.mqtt import aiomqtt_compat
 
 SENSOR_INTERVAL = 2.0
 STATUS_INTERVAL = 10.0
@@ -436,27 +437,34 @@ async def run_edge_node(
     def now() -> int:
         return int(time.time() * 1000)
 
-    async with client:
-        birth = [
-            Outgoing("bdSeq", None, "Int64", bd_seq),
-            Outgoing("Node Control/Rebirth", 0, "Boolean", False),
-        ]
-        await client.publish(node_topic.format("NBIRTH"), encode(now(), next_seq(), birth), qos=0)
-        status, stamp = printer.report(), now()
-        metrics = [
-            Outgoing(name, alias, kind, status[key], stamp) for name, alias, kind, key in _PRINTER_METRICS
-        ]
-        await client.publish(device_topic.format("DBIRTH"), encode(stamp, next_seq(), metrics), qos=0)
-        while True:
-            await anyio.sleep(SENSOR_INTERVAL)
-            previous, status, stamp = status, printer.report(), now()
-            changed = [
-                Outgoing(None, alias, kind, status[key], stamp)
-                for _, alias, kind, key in _PRINTER_METRICS
-                if status[key] != previous[key]
+    try:
+        async with client:
+            birth = [
+                Outgoing("bdSeq", None, "Int64", bd_seq),
+                Outgoing("Node Control/Rebirth", 0, "Boolean", False),
             ]
-            if changed:
-                await client.publish(device_topic.format("DDATA"), encode(stamp, next_seq(), changed), qos=0)
+            await client.publish(node_topic.format("NBIRTH"), encode(now(), next_seq(), birth), qos=0)
+            status, stamp = printer.report(), now()
+            metrics = [
+                Outgoing(name, alias, kind, status[key], stamp) for name, alias, kind, key in _PRINTER_METRICS
+            ]
+            await client.publish(device_topic.format("DBIRTH"), encode(stamp, next_seq(), metrics), qos=0)
+            while True:
+                await anyio.sleep(SENSOR_INTERVAL)
+                previous, status, stamp = status, printer.report(), now()
+                changed = [
+                    Outgoing(None, alias, kind, status[key], stamp)
+                    for _, alias, kind, key in _PRINTER_METRICS
+                    if status[key] != previous[key]
+                ]
+                if changed:
+                    await client.publish(
+                        device_topic.format("DDATA"), encode(stamp, next_seq(), changed), qos=0
+                    )
+    except aiomqtt.MqttError as lost:  # the broker went away: the node ends quietly, as the devices do
+        log.info("the Sparkplug edge node lost the broker at %s:%d (%s)", host, port, lost)
+    finally:  # a loss nobody read: the devices' own client may have ended the group first
+        aiomqtt_compat.retrieve_disconnect(client)
 
 
 async def run_devices(
@@ -503,3 +511,5 @@ async def run_devices(
         log.info(
             "the devices lost the broker at %s:%d (%s); they have stopped", host, port, lost.exceptions[0]
         )
+    finally:  # a loss nobody read: the edge node may have ended the group first
+        aiomqtt_compat.retrieve_disconnect(client)

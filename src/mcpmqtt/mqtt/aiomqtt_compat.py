@@ -10,6 +10,7 @@ never half-used.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
@@ -60,3 +61,16 @@ def internals(client: aiomqtt.Client) -> Internals:
             "pip install 'aiomqtt>=2.5.1,<2.6'"
         )
     return Internals(client._client, client._on_connect, client._on_disconnect, client._connected)
+
+
+def retrieve_disconnect(client: aiomqtt.Client) -> None:
+    """Mark a lost connection's error as seen, for a client whose message stream nobody read to the end.
+
+    aiomqtt puts a lost connection into a future that only its message iterator awaits; a client that
+    stopped reading first (its task cancelled because a sibling failed) leaves "exception never
+    retrieved" behind, which asyncio reports as an error. Call it once the client's context has ended.
+    Without the private future (another aiomqtt), nothing is done.
+    """
+    disconnected = getattr(client, "_disconnected", None)
+    if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()
