@@ -427,6 +427,7 @@ async def run_edge_node(
         protocol=aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311,
         will=aiomqtt.Will(node_topic.format("NDEATH"), death, qos=1),
     )
+    aiomqtt_compat.retrieve_disconnect(client)  # the devices' client may end the group first
     seq = 0
 
     def next_seq() -> int:
@@ -463,8 +464,6 @@ async def run_edge_node(
                     )
     except aiomqtt.MqttError as lost:  # the broker went away: the node ends quietly, as the devices do
         log.info("the Sparkplug edge node lost the broker at %s:%d (%s)", host, port, lost)
-    finally:  # a loss nobody read: the devices' own client may have ended the group first
-        aiomqtt_compat.retrieve_disconnect(client)
 
 
 async def run_devices(
@@ -492,6 +491,7 @@ async def run_devices(
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],  # replies in 1 ms, not 40+
         will=aiomqtt.Will("status/system", _json({"status": "offline"}), qos=1, retain=True),
     )
+    aiomqtt_compat.retrieve_disconnect(client)  # the edge node may end the group first
     started = False
     try:
         async with client, anyio.create_task_group() as tasks:
@@ -511,5 +511,3 @@ async def run_devices(
         log.info(
             "the devices lost the broker at %s:%d (%s); they have stopped", host, port, lost.exceptions[0]
         )
-    finally:  # a loss nobody read: the edge node may have ended the group first
-        aiomqtt_compat.retrieve_disconnect(client)

@@ -64,13 +64,13 @@ def internals(client: aiomqtt.Client) -> Internals:
 
 
 def retrieve_disconnect(client: aiomqtt.Client) -> None:
-    """Mark a lost connection's error as seen, for a client whose message stream nobody read to the end.
+    """Mark a lost connection's error as seen, for a client whose message stream nobody reads to the end.
 
     aiomqtt puts a lost connection into a future that only its message iterator awaits; a client that
-    stopped reading first (its task cancelled because a sibling failed) leaves "exception never
-    retrieved" behind, which asyncio reports as an error. Call it once the client's context has ended.
-    Without the private future (another aiomqtt), nothing is done.
+    stops reading first (its task cancelled because a sibling failed, even while it connects) leaves
+    "exception never retrieved" behind, which asyncio reports as an error. Call it right after making
+    the client, before it connects. Without the private future (another aiomqtt), nothing is done.
     """
     disconnected = getattr(client, "_disconnected", None)
-    if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
-        disconnected.exception()
+    if isinstance(disconnected, asyncio.Future):
+        disconnected.add_done_callback(lambda done: done.cancelled() or done.exception())
