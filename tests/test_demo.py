@@ -339,10 +339,15 @@ def test_demo_refuses_what_it_cannot_do_before_starting_anything(
     assert done.stdout == ""
 
 
-def test_demo_allowlist_is_the_articles_plus_the_light_state() -> None:
+def test_demo_allowlist_is_the_articles_plus_the_light_state_and_the_announcements() -> None:
     original = {t["pattern"]: t["permissions"] for t in json.loads(ORIGINAL.read_text())["topics"]}
     demo = {t.pattern: t.permissions for t in DEMO_TOPICS}
-    assert demo == {**original, "status/lights/+": ["read"], "status/printer": ["read"]}
+    announcements = {
+        "homeassistant/#": ["read"],
+        "zigbee2mqtt/#": ["read"],
+        "spBv1.0/mcpmqtt-demo/#": ["read"],
+    }
+    assert demo == {**original, "status/lights/+": ["read"], "status/printer": ["read"], **announcements}
 
 
 def test_printer_answers_each_command_with_its_state() -> None:

@@ -23,6 +23,8 @@ from mcpmqtt.config.models import (
     MqttTls,
     PromptArgumentEntry,
     PromptEntry,
+    ShapesSettings,
+    SparkplugSettings,
     TopicEntry,
     WatchSettings,
 )
@@ -43,6 +45,8 @@ __all__ = [
     "MqttTls",
     "PromptArgumentEntry",
     "PromptEntry",
+    "ShapesSettings",
+    "SparkplugSettings",
     "TopicEntry",
     "WatchSettings",
     "default_config_path",

@@ -468,6 +468,52 @@ class DiscoverySettings(Model):
         )
 
 
+class ShapesSettings(Model):
+    """Payload shapes inferred from observation: a JSON Schema per topic from the JSON payloads seen.
+
+    Rides on the live state's subscriptions (live_state.enabled and each pattern's `live`).
+    """
+
+    enabled: bool = True
+    max_topics: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=10_000, description="Topics whose shape is kept; the least recently seen is forgotten first."
+    )
+    sample_interval: Annotated[float, Field(ge=0.01, le=3600)] = Field(
+        default=1.0,
+        description="Seconds between two payloads of one topic that shape its schema: the inference "
+        "stays off the per-message path, whatever the message rate.",
+    )
+    max_sample_bytes: Annotated[int, Field(ge=1, le=16_777_216)] = Field(
+        default=65_536, description="Longer payloads are counted but not sampled."
+    )
+    max_schema_bytes: Annotated[int, Field(ge=256, le=16_777_216)] = Field(
+        default=16_384,
+        description="A topic's schema that would grow past this size (as JSON) stops being updated.",
+    )
+    max_examples: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=3, description="Distinct example payloads kept per topic (those up to 1 KiB)."
+    )
+
+
+class SparkplugSettings(Model):
+    """Sparkplug B: payloads decoded, and edge nodes' births, deaths and sequence numbers tracked.
+
+    Births are tracked on the live state's subscriptions (live_state.enabled and each pattern's
+    `live`); payloads are decoded wherever messages reach an agent.
+    """
+
+    enabled: bool = True
+    max_edge_nodes: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1_000, description="Edge nodes tracked; the least recently heard is forgotten first."
+    )
+    max_devices_per_node: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1_000, description="Devices tracked per edge node."
+    )
+    max_metrics: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=10_000, description="Metrics kept from each node's or device's birth."
+    )
+
+
 class AuditSettings(Model):
     """The audit log: one JSON line per tool call, for the people responsible for the devices."""
 
@@ -527,6 +573,8 @@ class Config(Model):
     history: HistorySettings = HistorySettings()
     approvals: ApprovalsSettings = ApprovalsSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    shapes: ShapesSettings = ShapesSettings()
+    sparkplug: SparkplugSettings = SparkplugSettings()
     audit: AuditSettings | None = None
     prompts: list[PromptEntry] = Field(default_factory=list)
     http: HttpSettings = HttpSettings()

@@ -2,14 +2,18 @@
 printer's state.
 
 Permissions are the article's, pattern for pattern; the descriptions add what the simulated devices
-actually do, since a model picks topics and payloads from them. Two entries are new: `status/lights/+`,
-so that an agent can see that switching a light worked, and `status/printer`, so that it can watch a
-print job finish.
+actually do, since a model picks topics and payloads from them. The entries after the article's are
+new: `status/lights/+`, so that an agent can see that switching a light worked, `status/printer`, so
+that it can watch a print job finish, and read access to what the devices announce about themselves
+(Home Assistant discovery, the zigbee2mqtt bridge, the printer's Sparkplug B edge node).
 """
 
 from mcpmqtt.config import Config, MqttSettings, TopicEntry
 
 ROOMS = ("exampleroom1", "exampleroom2")
+HA_PREFIX = "homeassistant"
+Z2M_BASE = "zigbee2mqtt"
+SPARKPLUG_GROUP = "mcpmqtt-demo"
 _KNOWN_ROOMS = f"Known rooms are '{ROOMS[0]}' and '{ROOMS[1]}'"
 
 DEMO_TOPICS = (
@@ -32,7 +36,8 @@ DEMO_TOPICS = (
         permissions=["write"],
         description="All actuator control topics (# matches multiple levels like 'lights/room1'. To "
         "enable a light you write any payload to 'lights/room1/on', to disable you write to "
-        f"'lights/room1/off'). {_KNOWN_ROOMS}: actuators/lights/{ROOMS[0]}/on.",
+        f"'lights/room1/off'; or write ON or OFF to 'lights/room1/set'). {_KNOWN_ROOMS}: "
+        f"actuators/lights/{ROOMS[0]}/on.",
     ),
     TopicEntry(
         pattern="status/lights/+",
@@ -67,6 +72,24 @@ DEMO_TOPICS = (
         permissions=["read"],
         description="Command response topics for request/response patterns. Devices reply here when "
         "the request carries no MQTT 5 response topic, echoing a correlation_id given in the request.",
+    ),
+    TopicEntry(
+        pattern=f"{HA_PREFIX}/#",
+        permissions=["read"],
+        description="Home Assistant MQTT discovery: a retained JSON config per sensor and light, naming "
+        "its state and command topics, unit and device. Device-supplied.",
+    ),
+    TopicEntry(
+        pattern=f"{Z2M_BASE}/#",
+        permissions=["read"],
+        description=f"A zigbee2mqtt bridge: bridge/devices (retained) lists its Zigbee devices; the "
+        f"climate sensor of {ROOMS[1]} reports JSON on {Z2M_BASE}/{ROOMS[1]}_climate. Device-supplied.",
+    ),
+    TopicEntry(
+        pattern=f"spBv1.0/{SPARKPLUG_GROUP}/#",
+        permissions=["read"],
+        description="The 3D printer's telemetry as a Sparkplug B edge node (protobuf payloads, which "
+        "the server decodes: see each message's `decoded`).",
     ),
 )
 

@@ -24,12 +24,12 @@ import anyio
 import uvicorn
 from mcp_types import CallToolResult
 
-from mcpmqtt.demo.config import ROOMS, demo_config
+from mcpmqtt.demo.config import ROOMS, SPARKPLUG_GROUP, demo_config
 from mcpmqtt.demo.console import Style, tool_call_line
 from mcpmqtt.demo.devices import PRINTER_REQUESTS, SENSOR_INTERVAL, run_devices
 from mcpmqtt.demo.embedded import BrokerChoice, EmbeddedBroker, embedded_broker, ensure_free
 from mcpmqtt.errors import McpMqttError
-from mcpmqtt.server.build import build_server
+from mcpmqtt.server.build import McpMqttServer, build_server
 from mcpmqtt.transports.http import http_server
 from mcpmqtt.transports.stdio import serve_stdio
 
@@ -89,14 +89,28 @@ def _exit_on_signal(broker: EmbeddedBroker) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_devices(broker: EmbeddedBroker) -> AsyncIterator[None]:
-    """The simulated devices, connected and with their state published, while the block runs."""
+async def running_devices(broker: EmbeddedBroker, server: McpMqttServer | None = None) -> AsyncIterator[None]:
+    """The simulated devices, connected and with their state published, while the block runs.
+
+    With `server`, the Sparkplug edge node is born once the server is connected to the broker: its
+    births are not retained, and a server that missed them could not name the printer's metrics.
+    """
+    online = anyio.Event() if server is not None else None
     async with anyio.create_task_group() as tasks:
-        await tasks.start(run_devices, broker.host, broker.port, broker.protocol, broker.kind)
+        await tasks.start(run_devices, broker.host, broker.port, broker.protocol, broker.kind, online)
+        if server is not None and online is not None:
+            tasks.start_soon(_set_when_connected, server, online)
         try:
             yield
         finally:
             tasks.cancel_scope.cancel()
+
+
+async def _set_when_connected(server: McpMqttServer, event: anyio.Event) -> None:
+    # Connected means subscribed too: the broker adapter restores its subscriptions first.
+    while not server.runtime.broker.connected:  # noqa: ASYNC110  (the adapter offers a flag, not an event)
+        await anyio.sleep(0.02)
+    event.set()
 
 
 async def wait_started(web: uvicorn.Server) -> None:
@@ -139,6 +153,8 @@ def banner(broker: EmbeddedBroker, transport: Literal["http", "stdio"], url: str
         "           lights: publish to actuators/lights/<room>/on or /off, state on status/lights/<room>",
         f"           a 3D printer answering on {PRINTER_REQUESTS} (status, pause, resume, set_temperature)",
         "           system status on status/system (retained)",
+        "           announced by Home Assistant discovery (homeassistant/...), a zigbee2mqtt bridge",
+        f"           (zigbee2mqtt/...) and the printer's Sparkplug B node (spBv1.0/{SPARKPLUG_GROUP}/...)",
     ]
     if transport == "stdio":
         lines.append(f"  {style.cyan('server')}   MCP on this process's stdin and stdout")
@@ -172,7 +188,7 @@ async def _serve(broker: EmbeddedBroker, transport: Literal["http", "stdio"], ho
 
     server = build_server(demo_config(broker.host, broker.port), on_tool_call=show)
     url = mcp_url(host, port)
-    async with running_devices(broker):
+    async with running_devices(broker, server):
         if transport == "stdio":
             _exit_on_signal(broker)
             print(banner(broker, transport, url, style), file=sys.stderr, flush=True)

@@ -248,11 +248,12 @@ async def _run_steps(url: str, broker: EmbeddedBroker, style: Style) -> int:
 async def _tour(broker: EmbeddedBroker, host: str, port: int) -> int:
     style = Style(sys.stdout)
     url = mcp_url(host, port)
-    web = http_server(build_server(demo_config(broker.host, broker.port)), "http", host, port)
+    server = build_server(demo_config(broker.host, broker.port))
+    web = http_server(server, "http", host, port)
     print(
         f"mcpmqtt demo tour: {broker.program} at {broker.url} (MQTT {broker.protocol}), MCP server at {url}\n"
     )
-    async with running_devices(broker), anyio.create_task_group() as tasks:
+    async with running_devices(broker, server), anyio.create_task_group() as tasks:
         tasks.start_soon(web.serve)
         await wait_started(web)
         failed = await _run_steps(url, broker, style)

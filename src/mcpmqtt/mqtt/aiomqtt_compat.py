@@ -93,3 +93,16 @@ def guard_socket_writes(client: aiomqtt.Client) -> None:
         loop.call_soon_threadsafe(watch)
 
     client._client.on_socket_register_write = register_write
+
+
+def retrieve_disconnect(client: aiomqtt.Client) -> None:
+    """Mark a lost connection's error as seen, for a client whose message stream nobody reads to the end.
+
+    aiomqtt puts a lost connection into a future that only its message iterator awaits; a client that
+    stops reading first (its task cancelled because a sibling failed, even while it connects) leaves
+    "exception never retrieved" behind, which asyncio reports as an error. Call it right after making
+    the client, before it connects. Without the private future (another aiomqtt), nothing is done.
+    """
+    disconnected = getattr(client, "_disconnected", None)
+    if isinstance(disconnected, asyncio.Future):
+        disconnected.add_done_callback(lambda done: done.cancelled() or done.exception())

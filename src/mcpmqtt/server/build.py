@@ -25,8 +25,10 @@ from mcpmqtt.config import Config
 from mcpmqtt.discovery import DeviceRegistry, DiscoveryIngest
 from mcpmqtt.errors import InvalidArgument, McpMqttError
 from mcpmqtt.mqtt import Broker, BrokerSettings
+from mcpmqtt.observation import ShapeObserver
 from mcpmqtt.rules.payloads import payload_text
 from mcpmqtt.rules.policy import Allowlist
+from mcpmqtt.rules.topics import overlaps
 from mcpmqtt.server.approval_tool import register_approval_tool
 from mcpmqtt.server.approvals import ApprovalQueue
 from mcpmqtt.server.audit import AuditLog
@@ -41,6 +43,7 @@ from mcpmqtt.server.labels import UNTRUSTED
 from mcpmqtt.server.live import followed_patterns, register_live
 from mcpmqtt.server.live_state import LiveState
 from mcpmqtt.server.notifier import Notifier
+from mcpmqtt.server.observed import register_observed
 from mcpmqtt.server.prompts import register_prompts
 from mcpmqtt.server.replays import REQUEST_STATE_TTL, SingleUseRequestState
 from mcpmqtt.server.resources import register_resources
@@ -50,6 +53,8 @@ from mcpmqtt.server.tools import register_tools
 from mcpmqtt.server.topics_app import topics_app
 from mcpmqtt.server.watch_state import WatchBook
 from mcpmqtt.server.watches import register_watches
+from mcpmqtt.sparkplug import SparkplugRegistry
+from mcpmqtt.sparkplug.topic import PREFIX as SPARKPLUG_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +243,27 @@ def broker_settings(config: Config) -> BrokerSettings:
     )
 
 
+def _sparkplug(config: Config) -> SparkplugRegistry | None:
+    settings = config.sparkplug
+    if not settings.enabled:
+        return None
+    return SparkplugRegistry(settings.max_edge_nodes, settings.max_devices_per_node, settings.max_metrics)
+
+
+def _shapes(config: Config, notifier: Notifier) -> ShapeObserver | None:
+    settings = config.shapes
+    if not settings.enabled:
+        return None
+    return ShapeObserver(
+        max_topics=settings.max_topics,
+        sample_interval=settings.sample_interval,
+        max_sample_bytes=settings.max_sample_bytes,
+        max_schema_bytes=settings.max_schema_bytes,
+        max_examples=settings.max_examples,
+        listener=notifier.shape_changed,
+    )
+
+
 def build_server(
     config: Config, broker: Broker | None = None, *, on_tool_call: ToolCallObserver | None = None
 ) -> McpMqttServer:
@@ -249,16 +275,18 @@ def build_server(
     approvals = ApprovalQueue(config.approvals.ttl, config.approvals.max_pending, audit)
     discovery = config.discovery
     devices = DeviceRegistry(discovery.max_devices) if discovery.enabled else None
+    bus = InMemorySubscriptionBus()
+    live = config.live_state
+    notifier = Notifier(bus, live.notify_interval)
     runtime = Runtime(
         config,
         config.allowlist(),
         broker or Broker(broker_settings(config)),
         approvals=approvals,
         devices=devices,
+        sparkplug=_sparkplug(config),
+        shapes=_shapes(config, notifier) if live.enabled else None,
     )
-    bus = InMemorySubscriptionBus()
-    live = config.live_state
-    notifier = Notifier(bus, live.notify_interval)
     topic_changes = TopicChanges(notifier.topic_changed)
     state = (
         LiveState(live.max_topics, live.max_payload_bytes, topic_changes, config.mqtt.reply_topic_prefix)
@@ -282,7 +310,6 @@ def build_server(
         if config.watches.enabled
         else None
     )
-
     history, history_file = _history(config)
     followed = followed_patterns(runtime)
 
@@ -292,9 +319,16 @@ def build_server(
             audit.start()
         task = asyncio.create_task(runtime.broker.run(), name="mqtt-connection")
         for pattern in followed:
-            for sink in (state, history, feed):
+            for sink in (state, history, feed, runtime.shapes):
                 if sink is not None:
                     runtime.broker.follow(pattern, sink)
+            # Only on patterns that can carry Sparkplug B: the registry decodes what it is given.
+            if (
+                runtime.sparkplug is not None
+                and state is not None
+                and overlaps(pattern, SPARKPLUG_PREFIX + "#")
+            ):
+                runtime.broker.follow(pattern, runtime.sparkplug)
         flusher = None
         if history is not None and history_file is not None:
             flusher = asyncio.create_task(
@@ -355,6 +389,8 @@ def build_server(
     if devices is not None:
         register_devices(server, runtime, devices)
         server.devices_provider = partial(console_devices, devices)
+    if runtime.sparkplug is not None:
+        register_observed(server, runtime, runtime.sparkplug)
     return server
 
 

@@ -12,8 +12,10 @@ from pydantic import ConfigDict, Field
 from mcpmqtt.config import Config, Limits
 from mcpmqtt.discovery import DeviceRegistry
 from mcpmqtt.mqtt import Broker
+from mcpmqtt.observation import ShapeObserver
 from mcpmqtt.rules.policy import Allowlist
 from mcpmqtt.server.approvals import ApprovalQueue
+from mcpmqtt.sparkplug import SparkplugRegistry
 
 
 class Access(AccessToken):
@@ -39,6 +41,10 @@ class Runtime:
     """Publishes waiting for a person in the operator console (server/approvals.py)."""
     devices: DeviceRegistry | None = None
     """The discovered devices; None when discovery is off."""
+    sparkplug: SparkplugRegistry | None = None
+    """Sparkplug B births and deaths seen, and the decoder of Sparkplug payloads (None when disabled)."""
+    shapes: ShapeObserver | None = None
+    """Payload shapes inferred per topic (None when disabled)."""
 
     @property
     def limits(self) -> Limits:

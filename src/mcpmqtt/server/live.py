@@ -180,7 +180,7 @@ def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, ga
             return LastResult(topic=topic, message=None, age_seconds=None, messages_seen=0, note=note)
         return LastResult(
             topic=topic,
-            message=to_message(entry.last),
+            message=to_message(entry.last, runtime.sparkplug),
             age_seconds=round(time.time() - entry.last.received_at, 3),
             messages_seen=entry.messages,
             payload_truncated=entry.truncated,
@@ -196,8 +196,9 @@ def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, ga
         TOPIC_TEMPLATE,
         name="topic",
         title="Last message on an MQTT topic",
-        description="The last message seen on a topic you may read, from the live state. Subscribe to "
-        "be told when a new one arrives.",
+        description="The last message seen on a topic you may read, from the live state, and the shape "
+        "of its JSON payloads inferred so far (a JSON Schema, examples, rate). Subscribe to be told when "
+        "a new message arrives or the shape changes.",
         mime_type="application/json",
     )
     def topic_resource(topic: str) -> str:
@@ -205,7 +206,10 @@ def register_live(server: MCPServer[Any], runtime: Runtime, state: LiveState, ga
             _check_readable(runtime, topic)
         except McpMqttError as exc:
             raise ResourceError(str(exc)) from None
-        return json.dumps(last_result(topic).model_dump(mode="json"), ensure_ascii=False)
+        contents = last_result(topic).model_dump(mode="json")
+        if runtime.shapes is not None:
+            contents["shape"] = runtime.shapes.shape_of(topic)
+        return json.dumps(contents, ensure_ascii=False)
 
     @server.completion()  # type: ignore[untyped-decorator, no-untyped-call]  # the SDK leaves it untyped
     async def complete(

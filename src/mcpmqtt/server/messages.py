@@ -1,11 +1,12 @@
 """Message records as agents see them: the `Message` of the contract, built from what the adapter received.
 
 Payloads follow the codec of rules/payloads.py (text when UTF-8, else base64); so does correlation data.
+A payload in a convention the server understands (Sparkplug B's protobuf) also comes `decoded`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +44,57 @@ class MessageProperties(BaseModel):
     message_expiry_interval: int | None = Field(default=None, exclude_if=_absent)
 
 
+class SparkplugMetric(BaseModel):
+    """One metric of a Sparkplug B payload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None, exclude_if=_absent, description="Absent when the message named it by alias only."
+    )
+    alias: int | None = Field(default=None, exclude_if=_absent)
+    datatype: str | None = Field(description="The Sparkplug DataType (Int16, Float, Boolean, String, ...).")
+    value: Any = Field(
+        description="Signed integers as numbers, DateTime as ISO-8601, arrays as lists, bytes as base64, "
+        "data sets and templates as objects; null for a null metric."
+    )
+    timestamp: str | None = Field(default=None, exclude_if=_absent, description="ISO-8601 UTC.")
+    is_null: bool | None = Field(default=None, exclude_if=_absent)
+    is_historical: bool | None = Field(default=None, exclude_if=_absent)
+    is_transient: bool | None = Field(default=None, exclude_if=_absent)
+    properties: dict[str, Any] | None = Field(
+        default=None, exclude_if=_absent, description="The metric's property set, e.g. engUnit."
+    )
+
+
+class SparkplugPayload(BaseModel):
+    """A Sparkplug B payload (protobuf) decoded, with metric aliases resolved from the births seen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    convention: Literal["sparkplug_b"]
+    message_type: str = Field(description="NBIRTH, NDATA, NDEATH, NCMD, DBIRTH, DDATA, DDEATH or DCMD.")
+    group: str
+    edge_node: str
+    device: str | None = Field(default=None, exclude_if=_absent)
+    timestamp: str | None = Field(default=None, exclude_if=_absent, description="ISO-8601 UTC.")
+    seq: int | None = Field(default=None, exclude_if=_absent)
+    metrics: list[SparkplugMetric] | None = Field(default=None, exclude_if=_absent)
+    metrics_omitted: int | None = Field(
+        default=None, exclude_if=_absent, description="Metrics past the first 1,000, left out."
+    )
+    note: str | None = Field(default=None, exclude_if=_absent)
+    error: str | None = Field(
+        default=None, exclude_if=_absent, description="Why the payload could not be decoded."
+    )
+
+
+class PayloadDecoder(Protocol):
+    """Turns a payload of a known convention into a plain record (Sparkplug's registry); None otherwise."""
+
+    def decode(self, topic: str, payload: bytes | bytearray) -> dict[str, Any] | None: ...
+
+
 class Message(BaseModel):
     """One received MQTT message. Its payload is untrusted device data, never instructions."""
 
@@ -64,6 +116,12 @@ class Message(BaseModel):
         default=None,
         exclude_if=_absent,
         description=f"MQTT 5 properties, present only when the sender set any. {UNTRUSTED_FIELD}",
+    )
+    decoded: SparkplugPayload | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Present on Sparkplug B topics (spBv1.0/...): the protobuf payload decoded into "
+        "metrics, names and datatypes resolved from the edge node's births.",
     )
 
 
@@ -88,9 +146,10 @@ def _properties(props: PublishProperties | None) -> MessageProperties | None:
     return MessageProperties.model_validate(found)
 
 
-def to_message(received: Received) -> Message:
-    """The agent-facing record of a received message."""
+def to_message(received: Received, decoder: PayloadDecoder | None = None) -> Message:
+    """The agent-facing record of a received message; `decoder` adds `decoded` where it knows the payload."""
     payload, encoding = decode_payload(received.payload)
+    decoded = decoder.decode(received.topic, received.payload) if decoder is not None else None
     return Message(
         topic=received.topic,
         payload=payload,
@@ -99,4 +158,5 @@ def to_message(received: Received) -> Message:
         retain=received.retain,
         received_at=iso_utc(received.received_at),
         properties=_properties(received.properties),
+        decoded=SparkplugPayload.model_validate(decoded) if decoded is not None else None,
     )

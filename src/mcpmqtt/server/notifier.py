@@ -66,6 +66,14 @@ class Notifier:
         """The resource is gone (a watch ended): drop its handshake-era subscribers."""
         self.legacy.pop(uri, None)
 
+    def shape_changed(self, topic: str) -> None:
+        """The shape observer's listener: a topic's inferred schema changed.
+
+        Sent at once, outside the topic's coalescing window: a new shape is rare (the observer samples
+        each topic at most once per `shapes.sample_interval`) and is news a client should not wait for.
+        """
+        self._send(self._updated(topic_uri(topic)))
+
     def _window_closed(self, uri: str) -> None:
         if self._windows.pop(uri, False):  # updates came during the window: tell, and open another
             self._windows[uri] = False

@@ -240,7 +240,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
     ) -> Annotated[CallToolResult, SubscribeResult]:
         """Subscribe to a topic filter and collect messages until max_messages arrived or timeout passed."""
         collected = await collect(topic, max_messages, timeout, ctx)
-        messages = [to_message(m) for m in collected.kept]
+        messages = [to_message(m, runtime.sparkplug) for m in collected.kept]
         return ok_result(
             SubscribeResult(
                 topic=topic,
@@ -263,7 +263,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
     ) -> Annotated[CallToolResult, ReadResult]:
         """Read the next message on a topic filter; a retained message (the current value) counts."""
         collected = await collect(topic, 1, timeout, ctx)
-        message = to_message(collected.kept[0]) if collected.kept else None
+        message = to_message(collected.kept[0], runtime.sparkplug) if collected.kept else None
         result = ReadResult(
             topic=topic, message=message, timed_out=not collected.full, messages_omitted=collected.omitted
         )
@@ -310,7 +310,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
                 request_topic=request_topic,
                 response_topic=reply.response_topic,
                 correlation_id=reply.correlation_id,
-                response=to_message(reply.message) if reply.message else None,
+                response=to_message(reply.message, runtime.sparkplug) if reply.message else None,
                 timed_out=reply.message is None,
             )
 
