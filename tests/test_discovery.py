@@ -457,3 +457,19 @@ async def test_each_api_key_sees_only_what_its_grant_reads_and_writes(
             assert switch["readable"] is True and switch["writable"] is False
             refused = await client.call_tool("mqtt_describe", {"topic": f"{root}/home/hall/state"})
             assert error_text(refused).startswith("permission denied:")
+
+
+async def test_describe_shows_what_was_observed_on_a_state_topic(served: Served) -> None:
+    """mqtt_describe's `observed`: the shape inferred from the payloads seen on the topic."""
+    topic = f"{served.root}/ha/sensor/sensorBedroom/state"
+    async with raw_client(served.broker) as device:
+        await device.publish(topic, json.dumps({"temperature": 21.5, "humidity": 40}).encode(), qos=1)
+    with anyio.fail_after(10):
+        while True:  # the shape is inferred off the message path, shortly after the message
+            described = structured(await served.client.call_tool("mqtt_describe", {"topic": topic}))
+            if (described["observed"] or {}).get("schema") is not None:
+                break
+            await anyio.sleep(0.05)
+    observed = described["observed"]
+    assert observed["topic"] == topic and observed["messages"] >= 1
+    assert observed["schema"]["properties"]["temperature"]["type"] == "number"

@@ -387,7 +387,7 @@ def build_server(
         register_history(server, runtime, history, followed)
         server.history_provider = history.recent_numbers
     if devices is not None:
-        register_devices(server, runtime, devices)
+        register_devices(server, runtime, devices, _observed(runtime.shapes))
         server.devices_provider = partial(console_devices, devices)
     if runtime.sparkplug is not None:
         register_observed(server, runtime, runtime.sparkplug)
@@ -409,3 +409,15 @@ def _history(config: Config) -> tuple[History | None, HistoryFile | None]:
     if settings.path is None:
         return history, None
     return history, open_history_file(history, settings.path)
+
+
+def _observed(shapes: ShapeObserver | None) -> Callable[[str], dict[str, Any] | None] | None:
+    """mqtt_describe's `observed`: the shape observation of a topic, when shapes are on."""
+    if shapes is None:
+        return None
+
+    def observed(topic: str) -> dict[str, Any] | None:
+        record = shapes.shape_of(topic)
+        return dict(record) if record is not None else None
+
+    return observed
