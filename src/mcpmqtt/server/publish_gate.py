@@ -28,6 +28,7 @@ from mcpmqtt.server.confirmation import (
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.events import caller_name, caller_owner
 from mcpmqtt.server.results import PublishResult
+from mcpmqtt.shared_state import rate_windows
 
 _PREVIEW_BYTES = 300
 R = TypeVar("R", bound=BaseModel)
@@ -47,6 +48,8 @@ class PublishGate:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.guardrails = runtime.config.guardrails()  # one per server: it counts publishes
+        self.windows = rate_windows(self.guardrails, runtime.config.state)
+        runtime.on_close.append(self.windows.aclose)
 
     def check_publish(
         self,
@@ -232,18 +235,18 @@ class PublishGate:
         """`send`, counted against the rate limits when it runs (an approval may come much later)."""
 
         async def counted_send() -> R:
-            if (refused := self.guardrails.take(topic)) is not None:
+            if (refused := await self.windows.take(topic)) is not None:
                 raise refused
             return await send()
 
         return counted_send
 
-    def release(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> None:
+    async def release(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> None:
         """The last word before sending: the person's answer when one was needed, then the rate limit,
         which counts this publish. Returns when it may be sent; raises the refusal otherwise."""
         if self.guardrails.confirming_patterns(topic):
             refuse_unless_confirmed(confirmed, what)
-        if (refused := self.guardrails.take(topic)) is not None:
+        if (refused := await self.windows.take(topic)) is not None:
             raise refused
 
 
