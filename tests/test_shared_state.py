@@ -45,17 +45,19 @@ async def test_two_replicas_share_one_rate_limit(
     tmp_path: pathlib.Path, broker: Mosquitto, redis_server: RedisServer
 ) -> None:
     root = unique_root()
+    lamp = {"topic": f"{root}/lamp", "payload": "x"}
+    reached = f"permission denied: rate limit 10/minute for '{root}/#' reached"
     async with replicas(_config(tmp_path, broker, redis_server, root)) as (first, second):
+        for client in (first, second):  # a dry run looks at the shared window and spends nothing
+            assert structured(await client.call_tool("mqtt_publish", {**lamp, "dry_run": True}))["dry_run"]
         for n in range(10):
             client = first if n % 2 else second
-            structured(await client.call_tool("mqtt_publish", {"topic": f"{root}/lamp", "payload": str(n)}))
+            structured(await client.call_tool("mqtt_publish", {**lamp, "payload": str(n)}))
         for client in (first, second):
-            refused = error_text(
-                await client.call_tool("mqtt_publish", {"topic": f"{root}/lamp", "payload": "x"})
-            )
-            assert refused.startswith(f"permission denied: rate limit 10/minute for '{root}/#' reached"), (
-                refused
-            )
+            refused = error_text(await client.call_tool("mqtt_publish", lamp))
+            assert refused.startswith(reached), refused
+            dry = error_text(await client.call_tool("mqtt_publish", {**lamp, "dry_run": True}))
+            assert dry.startswith(reached), dry
 
 
 async def test_redis_down_refuses_naming_redis_and_recovers_when_it_returns(

@@ -28,8 +28,9 @@ if TYPE_CHECKING:  # redis is imported only when the redis backend is configured
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
-# KEYS: one window per applying pattern. ARGV[1]: a unique member; then per key its count and its
-# window in microseconds. Returns {0, 0} when counted, else {index of the key that refuses, wait in µs}.
+# KEYS: one window per applying pattern. ARGV[1]: a unique member, or "" to look without counting;
+# then per key its count and its window in microseconds. Returns {0, 0} when it may go (and, given a
+# member, is counted), else {index of the key that refuses, wait in µs}.
 _TAKE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -44,7 +45,7 @@ for i, key in ipairs(KEYS) do
     if wait > longest then refusing, longest = i, wait end
   end
 end
-if refusing > 0 then return {refusing, longest} end
+if refusing > 0 or ARGV[1] == '' then return {refusing, longest} end
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, now, ARGV[1])
   redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[2 * i + 1]) / 1000) + 1000)
@@ -60,6 +61,10 @@ class RateWindows(Protocol):
         """None when the publish may go out (and is now counted); the refusal otherwise."""
         ...
 
+    async def look(self, topic: str) -> PermissionDenied | None:
+        """The refusal ``take`` would give now, without counting anything (for dry runs)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections; called once when the server stops."""
         ...
@@ -73,6 +78,9 @@ class MemoryWindows:
 
     async def take(self, topic: str) -> PermissionDenied | None:
         return self._guardrails.take(topic)
+
+    async def look(self, topic: str) -> PermissionDenied | None:
+        return None  # Guardrails.check, which every publish passes first, looked at these windows
 
     async def aclose(self) -> None:
         return None
@@ -102,13 +110,19 @@ class RedisWindows:
         self._script: AsyncScript = self._redis.register_script(_TAKE)
 
     async def take(self, topic: str) -> PermissionDenied | None:
+        return await self._run(topic, uuid.uuid4().hex)
+
+    async def look(self, topic: str) -> PermissionDenied | None:
+        return await self._run(topic, "")
+
+    async def _run(self, topic: str, member: str) -> PermissionDenied | None:
         from redis.exceptions import RedisError
 
         limits = self._guardrails.rate_limits(topic)
         if not limits:
             return None
         keys = [f"{self._prefix}{pattern}" for pattern, _ in limits]
-        args: list[str | int] = [uuid.uuid4().hex]
+        args: list[str | int] = [member]
         for _, rate in limits:
             args += [rate.count, rate.seconds * 1_000_000]
         try:

@@ -153,9 +153,11 @@ class PublishGate:
             return []
         return self.guardrails.confirming_patterns(topic)
 
-    def dry_run(self, topic: str, data: bytes, qos: int, retain: bool) -> PublishResult:
+    async def dry_run(self, topic: str, data: bytes, qos: int, retain: bool) -> PublishResult:
         """What a publish that passed ``check_publish`` would send; nothing is sent and no rate limit
-        is spent (``check`` only looks at the rate)."""
+        is spent (``check`` only looks at the rate, and so do shared windows here)."""
+        if (refused := await self.windows.look(topic)) is not None:
+            raise refused
         preview, _ = decode_payload(data[:_PREVIEW_BYTES])
         return PublishResult(
             topic=topic,

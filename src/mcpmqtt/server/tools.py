@@ -201,7 +201,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         """Publish one message to an MQTT topic that the allowlist lets you write."""
         data = gate.check_publish(topic, payload, payload_encoding, content_type, user_properties)
         if dry_run:
-            return ok_result(gate.dry_run(topic, data, qos, retain))
+            return ok_result(await gate.dry_run(topic, data, qos, retain))
         properties, notes = publish_properties(broker.protocol, content_type, user_properties, message_expiry)
 
         async def send() -> PublishResult:
