@@ -4,7 +4,9 @@ Real parts: the server as a subprocess (tests/http_server.py), the session Mosqu
 device, and SDK clients speaking the sessionless 2026-07-28 era, each over a fresh connection.
 """
 
+import contextlib
 import pathlib
+import socket
 
 import psutil
 import pytest
@@ -13,11 +15,14 @@ from http_server import ServerProcess, config_for, http_client
 from mcp_client import structured
 from mosquitto import Mosquitto
 from server_config import unique_root
+from support import eventually
 
 from mcpmqtt.cli import main
 
 pytestmark = pytest.mark.anyio
 
+CONNECTIONS = 50
+"""Held at once; the chance that a fair hash puts fewer than 10 on either of two workers is 2e-5."""
 ATTEMPTS = 60
 """Fresh connections tried until both workers have answered; the kernel picks a worker for each."""
 
@@ -46,6 +51,36 @@ async def test_two_workers_share_one_port_and_both_take_calls(
             assert f" as {client_id}-{index} " in broker.log_text()
         server.send_signal()
         assert server.wait() == 0, server.stderr()[-2000:]
+
+
+async def test_connections_are_spread_over_the_workers(tmp_path: pathlib.Path, broker: Mosquitto) -> None:
+    """Each worker listens with SO_REUSEPORT. With one shared socket, a burst of connections went to
+    whichever worker woke first, which accepted every one queued: 49 of 50 here."""
+    with ServerProcess(tmp_path, config_for(broker), args=("--workers", "2")) as server:
+        assert server.process is not None
+        workers = psutil.Process(server.process.pid).children()
+
+        def listening(worker: psutil.Process) -> bool:
+            return any(c.status == "LISTEN" and c.laddr.port == server.port for c in worker.net_connections())
+
+        await eventually(lambda: all(listening(w) for w in workers))  # /healthz answered from one
+        # A burst: all connected (the kernel completes the handshakes) before a worker accepts one.
+        with contextlib.ExitStack() as stack:
+            for _ in range(CONNECTIONS):
+                stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
+
+            def held() -> list[int]:
+                return [
+                    sum(
+                        1
+                        for c in w.net_connections()
+                        if c.status == "ESTABLISHED" and c.laddr.port == server.port
+                    )
+                    for w in workers
+                ]
+
+            await eventually(lambda: sum(held()) == CONNECTIONS)
+            assert min(held()) >= 10, held()
 
 
 def test_a_worker_that_dies_stops_the_others_and_the_server_fails(

@@ -302,7 +302,7 @@ def _serve_workers(
     """`serve --transport http --workers N`: N processes on one port (workers.py)."""
     from mcpmqtt.server.build import build_server
     from mcpmqtt.transports.http import http_server
-    from mcpmqtt.workers import for_worker, listen, run_workers
+    from mcpmqtt.workers import bind, for_worker, run_workers
 
     why = None
     if transport != "http":
@@ -317,7 +317,7 @@ def _serve_workers(
     if (refused := _check_bind(host, config.http)) is not None:
         return refused
     try:
-        sock = listen(host, port)
+        reserved = bind(host, port, listen=False)
     except OSError as exc:
         print(f"mcpmqtt serve: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -328,10 +328,10 @@ def _serve_workers(
         except (ConfigError, ValueError) as exc:
             print(f"mcpmqtt: {exc}", file=sys.stderr)
             return EXIT_INVALID_CONFIG
-        anyio.run(web.serve, [sock])
+        anyio.run(web.serve, [bind(host, port, listen=True)])
         return 0
 
-    return run_workers(count, sock, serve)
+    return run_workers(count, reserved, serve)
 
 
 def main(argv: list[str] | None = None) -> int:
