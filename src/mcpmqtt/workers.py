@@ -82,6 +82,8 @@ def run_workers(count: int, reserved: socket.socket, serve: Callable[[int], int]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for index in range(1, count + 1):
+        if stopping:  # told to stop while starting: start no more, stop those started
+            break
         pid = os.fork()
         if pid == 0:  # the worker: never return into the parent's code
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
