@@ -4,6 +4,7 @@ Real parts throughout: a private redis-server (tests/redis_server.py), the sessi
 two server processes over stdio, one talked to in each protocol era, as two replicas would be.
 """
 
+import json
 import pathlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,6 +21,7 @@ from redis_server import RedisServer
 from server_config import unique_root, write_full_config
 from support import eventually
 
+from mcpmqtt.cli import main
 from mcpmqtt.config import Config
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +102,15 @@ def test_the_redis_backend_needs_a_url(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValidationError, match="url must start with redis://"):
         Config.model_validate({"topics": topics, "state": {"backend": "redis", "url": "http://x"}})
     assert Config.model_validate({"topics": topics}).state.backend == "memory"
+
+
+def test_check_config_says_where_state_is_shared_and_never_the_password(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.json"
+    state = {"backend": "redis", "url": "redis://:hunter2@10.0.1.20:6390/0", "key_prefix": "plant"}
+    path.write_text(json.dumps({"topics": [{"pattern": "a/#", "permissions": ["write"]}], "state": state}))
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "shared state: Redis at 10.0.1.20:6390, keys plant:*" in out
+    assert "hunter2" not in out

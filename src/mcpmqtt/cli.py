@@ -166,7 +166,19 @@ def _check_config(config: Config, path: str) -> int:
     )
     print(f"http: {_describe_http(config.http)}")
     print(f"history: {_describe_history(config)}")
+    print(f"shared state: {_describe_state(config)}")
     return 0
+
+
+def _describe_state(config: Config) -> str:
+    """Where rate-limit windows are counted, in one line for check-config (never the Redis password)."""
+    state = config.state
+    if state.backend == "memory":
+        return "in memory (each process counts its own rate limits)"
+    from mcpmqtt.shared_state import redis_address  # imports no redis
+
+    assert state.url is not None
+    return f"Redis at {redis_address(state.url)}, keys {state.key_prefix}:*"
 
 
 def _describe_history(config: Config) -> str:
