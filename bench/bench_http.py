@@ -1,7 +1,8 @@
 """HTTP benchmark: many concurrent sessions calling tools on one mcpmqtt server over Streamable HTTP.
 
     .venv/bin/python bench/bench_http.py [--sessions 50] [--calls 100] [--era modern|legacy]
-                                         [--interval 0] [--no-auth]
+                                         [--interval 0] [--no-auth] [--workers N]
+                                         [--rate-limit memory|redis]
 
 Starts a private Mosquitto and `mcpmqtt serve --transport http` (with an API key unless --no-auth),
 connects `--sessions` clients (and opens their sessions in the legacy era), then runs them at once,
@@ -9,7 +10,11 @@ each making `--calls` tool calls in a row (or one every `--interval` seconds on 
 mqtt_publish (QoS 1, retained) and mqtt_read of the topic it just published, alternately, so that
 every read finds a value and returns at once. Reports p50 and p99 latency per call,
 errors (HTTP errors, JSON-RPC errors and isError results), throughput, and the server's peak RSS
-and CPU time. Writes bench/results/http.json.
+and CPU time (summed over the workers with --workers). Writes bench/results/http.json.
+
+`--rate-limit` puts a limit too high to be reached on `lab/#`, so that every publish is counted:
+`memory` in the server process, `redis` in a private redis-server (state.backend "redis"); the
+difference between the two is what sharing the windows costs a call.
 
 The clients speak JSON-RPC over HTTP themselves (httpx2, one keep-alive connection each) rather than
 through an MCP SDK, so that the client side costs little of the machine the server runs on.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import pathlib
@@ -37,6 +43,7 @@ import httpx2  # noqa: E402
 import psutil  # noqa: E402
 from http_server import ServerProcess, config_for  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
 
 from mcpmqtt.config import apikeys  # noqa: E402
 
@@ -155,9 +162,22 @@ async def run_session(
             await asyncio.sleep(interval * random.uniform(0.5, 1.5))
 
 
+def tree(process: psutil.Process) -> list[psutil.Process]:
+    """The server and its workers (none without --workers)."""
+    return [process, *process.children()]
+
+
+def rss(process: psutil.Process) -> int:
+    return sum(p.memory_info().rss for p in tree(process))
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in tree(process)))
+
+
 async def sample_rss(process: psutil.Process, peak: list[int], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        peak[0] = max(peak[0], process.memory_info().rss)
+        peak[0] = max(peak[0], rss(process))
         await asyncio.sleep(0.05)
 
 
@@ -174,23 +194,39 @@ async def main() -> None:
     parser.add_argument("--era", choices=("modern", "legacy"), default="modern")
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between a session's calls")
     parser.add_argument("--no-auth", action="store_true", help="serve without an API key")
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers N")
+    parser.add_argument("--rate-limit", choices=("none", "memory", "redis"), default="none")
     args = parser.parse_args()
 
     key = None if args.no_auth else apikeys.new_key()
     http = {} if key is None else {"api_keys": [{"name": "bench", "hash": str(apikeys.hash_key(key))}]}
-    with tempfile.TemporaryDirectory() as folder, Mosquitto(pathlib.Path(folder) / "broker") as broker:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        Mosquitto(pathlib.Path(folder) / "broker") as broker,
+        contextlib.ExitStack() as stack,
+    ):
         config = config_for(broker, http)
         config["logging"] = {"level": "WARNING"}  # an access-log line per call would be measured too
-        with ServerProcess(pathlib.Path(folder) / "server", config) as server:
+        if args.rate_limit != "none":
+            limit = {"rate_limit": "100000000/day"}
+            config["topics"] = [{**t, **limit} if t["pattern"] == "lab/#" else t for t in config["topics"]]
+        if args.rate_limit == "redis":
+            (pathlib.Path(folder) / "redis").mkdir()
+            redis = RedisServer(pathlib.Path(folder) / "redis")
+            redis.start()
+            stack.callback(redis.stop)
+            config["state"] = {"backend": "redis", "url": redis.url}
+        workers = ("--workers", str(args.workers)) if args.workers > 1 else ()
+        with ServerProcess(pathlib.Path(folder) / "server", config, args=workers) as server:
             server.wait_ready()
             assert server.process is not None
             process = psutil.Process(server.process.pid)
-            idle_rss = process.memory_info().rss
+            idle_rss = rss(process)
             # Clients are made and connected before the clock starts: making an HTTP client costs
             # milliseconds of this process's CPU, which would otherwise show as server latency.
             sessions = [Session(server.url, key, args.era) for _ in range(args.sessions)]
             await asyncio.gather(*(session.open() for session in sessions))
-            cpu_before = process.cpu_times()
+            cpu_before = cpu_seconds(process)
             out: dict[str, list[Any]] = {"latencies": [], "errors": []}
             peak, stop = [idle_rss], asyncio.Event()
             sampler = asyncio.create_task(sample_rss(process, peak, stop))
@@ -202,7 +238,7 @@ async def main() -> None:
             await asyncio.gather(*(session.close() for session in sessions))
             stop.set()
             await sampler
-            cpu_after = process.cpu_times()
+            cpu_after = cpu_seconds(process)
     ordered = sorted(out["latencies"])
     result = {
         "date": datetime.now().isoformat(timespec="seconds"),
@@ -211,6 +247,8 @@ async def main() -> None:
         "era": args.era,
         "interval_s": args.interval,
         "auth": key is not None,
+        "workers": args.workers,
+        "rate_limit": args.rate_limit,
         "calls": len(ordered),
         "errors": len(out["errors"]),
         "error_examples": sorted(set(out["errors"]))[:5],
@@ -220,7 +258,7 @@ async def main() -> None:
         "calls_per_s": len(ordered) / elapsed,
         "server_rss_idle_mb": idle_rss / 1e6,
         "server_rss_peak_mb": peak[0] / 1e6,
-        "server_cpu_s": (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
+        "server_cpu_s": cpu_after - cpu_before,
         "wall_s": elapsed,
     }
     results = ROOT / "bench" / "results"
@@ -228,7 +266,8 @@ async def main() -> None:
     (results / "http.json").write_text(json.dumps(result, indent=2))
     auth = "API key" if result["auth"] else "no auth"
     print(
-        f"{args.sessions} sessions x {args.calls} calls ({args.era}, {auth}, interval {args.interval:g} s): "
+        f"{args.sessions} sessions x {args.calls} calls ({args.era}, {auth}, interval {args.interval:g} s, "
+        f"{args.workers} worker(s), rate limit {args.rate_limit}): "
         f"{result['calls']} calls in {elapsed:.1f} s = {result['calls_per_s']:.0f} calls/s\n"
         f"  latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
         f"max {result['max_ms']:.1f} ms\n"

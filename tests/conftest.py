@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from mosquitto import Mosquitto, find_mosquitto
+from redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,14 @@ def _new_broker(workdir: pathlib.Path) -> Mosquitto:
             pytrace=False,
         )
     return Mosquitto(workdir)
+
+
+@pytest.fixture
+def redis_server(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
+    """A private Redis for one test (tests/redis_server.py); skips where redis-server is missing."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

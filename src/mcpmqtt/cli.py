@@ -56,6 +56,16 @@ def _common(parser: argparse.ArgumentParser, *, top: bool, config: bool = True) 
     )
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcpmqtt",
@@ -76,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         "http.oauth in the config",
     )
     serve.add_argument("--port", type=int, help=f"HTTP port (default {HTTP_PORT})")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        help="HTTP only: run this many server processes on the one port (default 1), each with its own "
+        "broker connection; for sessionless 2026-07-28 clients (see docs/deploying.md)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -150,7 +166,19 @@ def _check_config(config: Config, path: str) -> int:
     )
     print(f"http: {_describe_http(config.http)}")
     print(f"history: {_describe_history(config)}")
+    print(f"shared state: {_describe_state(config)}")
     return 0
+
+
+def _describe_state(config: Config) -> str:
+    """Where rate-limit windows are counted, in one line for check-config (never the Redis password)."""
+    state = config.state
+    if state.backend == "memory":
+        return "in memory (each process counts its own rate limits)"
+    from mcpmqtt.shared_state import redis_address  # imports no redis
+
+    assert state.url is not None
+    return f"Redis at {redis_address(state.url)}, keys {state.key_prefix}:*"
 
 
 def _describe_history(config: Config) -> str:
@@ -213,10 +241,11 @@ def _check_bind(host: str, http: HttpSettings) -> int | None:
 def _refuse_address_with_stdio(args: argparse.Namespace, who: str) -> int | None:
     """Refuse --host or --port given with stdio: ignored, they would let a person believe the server
     listens there."""
-    given = [option for option in ("host", "port") if getattr(args, option, None) is not None]
+    given = [option for option in ("host", "port", "workers") if getattr(args, option, None) is not None]
     if getattr(args, "transport", "stdio") != "stdio" or not given:
         return None
-    options = " and ".join(f"--{option}" for option in given)
+    flags = [f"--{option}" for option in given]
+    options = " and ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
     print(
         f"{who}: {options} {'apply' if len(given) > 1 else 'applies'} to HTTP only; over stdio the "
         f"server talks on stdin and stdout. Drop {options}, or add --transport http",
@@ -279,6 +308,44 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def _serve_workers(
+    args: argparse.Namespace, config: Config, transport: Literal["stdio", "http", "sse"], count: int
+) -> int:
+    """`serve --transport http --workers N`: N processes on one port (workers.py)."""
+    from mcpmqtt.server.build import build_server
+    from mcpmqtt.transports.http import http_server
+    from mcpmqtt.workers import bind, for_worker, run_workers
+
+    why = None
+    if transport != "http":
+        why = "it needs --transport http: an SSE stream and its posts must reach one process"
+    elif config.history.enabled and config.history.path is not None:
+        why = "every worker would write the one history.path file; drop history.path, or run one worker"
+    if why is not None:
+        print(f"mcpmqtt serve: --workers {count}: {why}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    host = args.host or HTTP_HOST
+    port = HTTP_PORT if args.port is None else args.port
+    if (refused := _check_bind(host, config.http)) is not None:
+        return refused
+    try:
+        reserved = bind(host, port, listen=False)
+    except OSError as exc:
+        print(f"mcpmqtt serve: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    def serve(index: int) -> int:
+        try:
+            web = http_server(build_server(for_worker(config, index)), "http", host, port)
+        except (ConfigError, ValueError) as exc:
+            print(f"mcpmqtt: {exc}", file=sys.stderr)
+            return EXIT_INVALID_CONFIG
+        anyio.run(web.serve, [bind(host, port, listen=True)])
+        return 0
+
+    return run_workers(count, reserved, serve)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "serve"
@@ -309,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     from mcpmqtt.server.build import build_server  # the MCP SDK is heavy; check-config does not need it
 
     transport: Literal["stdio", "http", "sse"] = getattr(args, "transport", "stdio")
+    workers = getattr(args, "workers", None) or 1
+    if workers > 1:
+        return _serve_workers(args, config, transport, workers)
     try:
         server = build_server(config)
     except ConfigError as exc:  # e.g. a history file that is not a database

@@ -514,6 +514,67 @@ class SparkplugSettings(Model):
     )
 
 
+class StateSettings(Model):
+    """Where state that replicas share is kept: today the rate-limit windows of the guardrails.
+
+    ``memory`` (the default) keeps it in this process, so each replica counts its own publishes;
+    ``redis`` keeps it in one Redis (or any Redis-protocol server), so N replicas behave as one.
+    """
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description='"memory": in this process; "redis": shared by every server using the same Redis.',
+    )
+    url: str | None = Field(
+        default=None,
+        description="The Redis URL, redis://[user:password@]host:port/db (rediss:// for TLS); needed "
+        "for the redis backend.",
+        repr=False,
+    )
+    password_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding the Redis password (instead of putting "
+        "it in url).",
+    )
+    key_prefix: str = Field(
+        default="mcpmqtt",
+        description="Prefix of every Redis key the server writes; servers that should share limits "
+        "use the same prefix.",
+    )
+    timeout: Annotated[float, Field(gt=0, le=30)] = Field(
+        default=2.0,
+        description="Seconds to wait for Redis to connect or answer; a publish that needs Redis and "
+        "gets no answer in time is refused.",
+    )
+
+    @field_validator("password_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits and _), not the password itself"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _redis_has_a_url(self) -> Self:
+        if self.backend == "redis":
+            if self.url is None:
+                raise ValueError('the redis backend needs url, as in "redis://localhost:6379/0"')
+            if not self.url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("url must start with redis://, rediss:// or unix://")
+        return self
+
+    def resolved_password(self) -> str | None:
+        """The password from password_env, if one is named (the url may carry one instead)."""
+        if self.password_env is None:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(f"state.password_env: the environment variable {self.password_env} is not set")
+        return value
+
+
 class AuditSettings(Model):
     """The audit log: one JSON line per tool call, for the people responsible for the devices."""
 
@@ -575,6 +636,7 @@ class Config(Model):
     discovery: DiscoverySettings = DiscoverySettings()
     shapes: ShapesSettings = ShapesSettings()
     sparkplug: SparkplugSettings = SparkplugSettings()
+    state: StateSettings = StateSettings()
     audit: AuditSettings | None = None
     prompts: list[PromptEntry] = Field(default_factory=list)
     http: HttpSettings = HttpSettings()

@@ -236,6 +236,14 @@ class Guardrails:
                     entry.recent.append(now)
         return problem
 
+    def rate_limits(self, topic: str) -> list[tuple[str, Rate]]:
+        """The (pattern, rate) of every rate limit that applies to ``topic``, for windows kept elsewhere."""
+        return [
+            (entry.guardrail.pattern, entry.guardrail.rate_limit)
+            for entry in self._applying(topic)
+            if entry.guardrail.rate_limit is not None
+        ]
+
     @staticmethod
     def _rate_problem(applying: list[_Entry], now: float) -> PermissionDenied | None:
         for entry in applying:
@@ -243,11 +251,15 @@ class Guardrails:
             if wait > 0:
                 rate = entry.guardrail.rate_limit
                 assert rate is not None  # only a rate limit makes anyone wait
-                return PermissionDenied(
-                    f"rate limit {rate.text} for {entry.guardrail.pattern!r} reached; "
-                    f"try again in {math.ceil(wait)} s"
-                )
+                return rate_refusal(entry.guardrail.pattern, rate, wait)
         return None
+
+
+def rate_refusal(pattern: str, rate: Rate, wait: float) -> PermissionDenied:
+    """The refusal of a publish that the rate limit of ``pattern`` stops for ``wait`` more seconds."""
+    return PermissionDenied(
+        f"rate limit {rate.text} for {pattern!r} reached; try again in {math.ceil(wait)} s"
+    )
 
 
 def _schema_violation(entry: _Entry, topic: str, payload: bytes) -> McpMqttError | None:

@@ -343,6 +343,8 @@ def build_server(
                 if watches is not None:
                     await watches.close()
                 await runtime.broker.stop(task)
+                for close in runtime.on_close:
+                    await close()
                 if audit is not None:  # write out the queued records; close() bounds its wait too
                     await asyncio.to_thread(audit.close)
                 if flusher is not None and history is not None and history_file is not None:

@@ -3,7 +3,8 @@ allowlist applies to the request being served."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
@@ -45,6 +46,8 @@ class Runtime:
     """Sparkplug B births and deaths seen, and the decoder of Sparkplug payloads (None when disabled)."""
     shapes: ShapeObserver | None = None
     """Payload shapes inferred per topic (None when disabled)."""
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Run once when the server stops, after the broker: e.g. closing the shared state's Redis client."""
 
     @property
     def limits(self) -> Limits:

@@ -28,6 +28,7 @@ from mcpmqtt.server.confirmation import (
 from mcpmqtt.server.context import Runtime
 from mcpmqtt.server.events import caller_name, caller_owner
 from mcpmqtt.server.results import PublishResult
+from mcpmqtt.shared_state import rate_windows
 
 _PREVIEW_BYTES = 300
 R = TypeVar("R", bound=BaseModel)
@@ -49,6 +50,8 @@ class PublishGate:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.guardrails = runtime.config.guardrails()  # one per server: it counts publishes
+        self.windows = rate_windows(self.guardrails, runtime.config.state)
+        runtime.on_close.append(self.windows.aclose)
 
     def check_publish(
         self,
@@ -161,9 +164,11 @@ class PublishGate:
             return []
         return self.guardrails.confirming_patterns(topic)
 
-    def dry_run(self, topic: str, data: bytes, qos: int, retain: bool) -> PublishResult:
+    async def dry_run(self, topic: str, data: bytes, qos: int, retain: bool) -> PublishResult:
         """What a publish that passed ``check_publish`` would send; nothing is sent and no rate limit
-        is spent (``check`` only looks at the rate)."""
+        is spent (``check`` only looks at the rate, and so do shared windows here)."""
+        if (refused := await self.windows.look(topic)) is not None:
+            raise refused
         preview, _ = decode_payload(data[:_PREVIEW_BYTES])
         return PublishResult(
             topic=topic,
@@ -243,18 +248,18 @@ class PublishGate:
         """`send`, counted against the rate limits when it runs (an approval may come much later)."""
 
         async def counted_send() -> R:
-            if (refused := self.guardrails.take(topic)) is not None:
+            if (refused := await self.windows.take(topic)) is not None:
                 raise refused
             return await send()
 
         return counted_send
 
-    def release(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> None:
+    async def release(self, topic: str, confirmed: ElicitationResult[Any], what: str) -> None:
         """The last word before sending: the person's answer when one was needed, then the rate limit,
         which counts this publish. Returns when it may be sent; raises the refusal otherwise."""
         if self.guardrails.confirming_patterns(topic):
             refuse_unless_confirmed(confirmed, what)
-        if (refused := self.guardrails.take(topic)) is not None:
+        if (refused := await self.windows.take(topic)) is not None:
             raise refused
 
 

@@ -201,7 +201,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         """Publish one message to an MQTT topic that the allowlist lets you write."""
         data = gate.check_publish(topic, payload, payload_encoding, content_type, user_properties)
         if dry_run:
-            return ok_result(gate.dry_run(topic, data, qos, retain))
+            return ok_result(await gate.dry_run(topic, data, qos, retain))
         properties, notes = publish_properties(broker.protocol, content_type, user_properties, message_expiry)
 
         async def send() -> PublishResult:
@@ -223,7 +223,7 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
         if gate.needs_approval(topic, confirmed, what):
             counted = gate.counted(topic, send)
             return ok_result(await gate.await_approval(ctx, what, topic, data, qos, retain, counted, pending))
-        gate.release(topic, confirmed, what)
+        await gate.release(topic, confirmed, what)
         return ok_result(await send())
 
     @server.tool(
@@ -329,5 +329,5 @@ def register_tools(server: MCPServer[Any], runtime: Runtime) -> None:
             counted = gate.counted(request_topic, lambda: send(report=False))
             result = await gate.await_approval(ctx, what, request_topic, data, qos, False, counted, pending)
             return ok_result(result)
-        gate.release(request_topic, confirmed, what)
+        await gate.release(request_topic, confirmed, what)
         return ok_result(await send())
