@@ -9,8 +9,9 @@ The harness of `tests/test_cluster.py` and of the setup `docs/deploying.md` expl
 - Two replicas of `mcpmqtt serve --transport http` (`tests/http_server.py`), replica i connected to
   node i, so that a message published through one replica crosses the cluster to reach the other.
 - HAProxy (Debian's `haproxy`) on a free port in front of the replicas: requests that carry an
-  `Mcp-Session-Id` (2025-11-25 sessions) are hashed on it, so a session stays on its replica; requests
-  without one (sessionless 2026-07-28 clients) go round robin. A replica that stops answering is taken
+  `Mcp-Session-Id` (2025-11-25 sessions) go to the replica that named that session in its answer to
+  `initialize` (a stick table learns it from the response); requests without one (sessionless
+  2026-07-28 clients) go round robin. A replica that stops answering is taken
   out by the health check on `/readyz`, and a request whose connection fails is sent to the other.
 
 Every process runs in a work folder of its own and is stopped with the harness.
@@ -118,10 +119,13 @@ frontend mcp
     default_backend replicas
 
 backend replicas
-    # 2025-11-25 sessions: the same Mcp-Session-Id always reaches the same replica.
-    # Without the header (2026-07-28 clients, and every initialize): round robin.
-    balance hdr(Mcp-Session-Id)
-    hash-type consistent
+    # Without a session (2026-07-28 clients, and every initialize): round robin.
+    balance roundrobin
+    # 2025-11-25 sessions: the replica that answered initialize names the session in its response's
+    # Mcp-Session-Id header; remember which replica that was, and send the session's requests there.
+    stick-table type string len 64 size 100k expire 2h
+    stick store-response res.hdr(mcp-session-id)
+    stick match req.hdr(mcp-session-id)
     option httpchk GET /readyz
     http-check expect status 200
     default-server check inter 500ms fall 2 rise 2
@@ -221,15 +225,13 @@ class Deployment:
             replica.stop()
         self.cluster.stop()
 
-    def calls_served(self, index: int, tool: str) -> int:
-        """How many calls of `tool` replica `index` recorded in its audit log."""
+    def calls_served(self, index: int, topic_prefix: str) -> int:
+        """How many tool calls on topics under `topic_prefix` replica `index` recorded in its audit log."""
         path = self.audit_paths[index]
         if not path.exists():
             return 0
-        return sum(
-            f'"tool": "{tool}"' in line or f'"tool":"{tool}"' in line
-            for line in path.read_text().splitlines()
-        )
+        records = [json.loads(line) for line in path.read_text().splitlines() if line]
+        return sum(str(record.get("topic", "")).startswith(topic_prefix + "/") for record in records)
 
 
 @contextlib.contextmanager

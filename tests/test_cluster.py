@@ -1,7 +1,8 @@
 """Replicas on a broker cluster, through real MCP clients over HTTP via HAProxy (`tests/cluster.py`).
 
 Two mcpmqtt replicas, each on its own node of a 3-node NATS cluster, behind HAProxy; the clients are
-sessionless 2026-07-28 ones, whose requests any replica may serve. Proven here: a publish crosses the
+sessionless 2026-07-28 ones, whose requests any replica may serve (one test holds a 2025-11-25
+session). Proven here: a publish crosses the
 cluster; a NATS node killed mid-run loses no acknowledged QoS 1 publish and leaves no call stuck; a
 replica killed mid-run, the clients carry on through the other.
 """
@@ -58,7 +59,19 @@ async def test_a_publish_through_either_replica_reaches_a_subscriber_on_another_
                     break
     assert sorted(got) == sent
     # Round robin: both replicas (on nodes 0 and 1) published some of them.
-    await eventually(lambda: all(deployed.calls_served(i, "mqtt_publish") > 0 for i in (0, 1)))
+    await eventually(lambda: all(deployed.calls_served(i, base) > 0 for i in (0, 1)))
+
+
+async def test_a_2025_11_25_session_stays_on_the_replica_that_opened_it(deployed: Deployment) -> None:
+    """Round robin alone would send every other request of a session to the replica that does not know
+    it (404); the stick table learns the replica from the initialize response."""
+    base = f"cluster/{secrets.token_hex(4)}"
+    for _ in range(2):  # two sessions: round robin opens them on different replicas
+        async with http_client(deployed.haproxy.url, mode="legacy") as client:
+            for i in range(6):
+                result = await client.call_tool("mqtt_publish", {"topic": f"{base}/{i}", "payload": "x"})
+                assert not result.is_error, result.content
+    await eventually(lambda: [deployed.calls_served(i, base) for i in (0, 1)] == [6, 6])
 
 
 async def test_a_nats_node_killed_mid_run_loses_no_acknowledged_publish(deployed: Deployment) -> None:
