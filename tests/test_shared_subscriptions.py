@@ -2,7 +2,8 @@
 
 MQTT 5 brokers say so in the CONNACK; on 3.1.1 a probe at connection start finds out. Against real
 brokers: Mosquitto delivers through `$share` on both protocols; the NATS server's MQTT listener (3.1.1
-only) grants the SUBSCRIBE and delivers nothing, so a shared read is refused before subscribing.
+only) grants the SUBSCRIBE and delivers nothing, so a shared read is refused before subscribing; amqtt
+delivers nothing through it either.
 """
 
 import pathlib
@@ -16,6 +17,7 @@ from brokers import NatsServer
 from devices import raw_client
 from mcp_client import connect, error_text, write_config
 from mosquitto import Mosquitto
+from processes import amqtt
 from support import eventually, running
 
 from mcpmqtt.errors import BrokerRefused
@@ -69,9 +71,13 @@ async def test_mosquitto_delivers_through_share_on_both_protocols(broker: Mosqui
         assert await shared_read(adapter, broker.host, broker.port) == b"through the group"
 
 
-async def test_the_probe_tells_nats_from_mosquitto(broker: Mosquitto, nats: NatsServer) -> None:
+async def test_the_probe_tells_nats_and_amqtt_from_mosquitto(
+    broker: Mosquitto, nats: NatsServer, tmp_path: pathlib.Path
+) -> None:
     assert await shared_delivery(settings(broker.host, broker.port)) is True
     assert await shared_delivery(settings(nats.host, nats.port)) is False
+    with amqtt(tmp_path) as port:  # amqtt 0.12 takes `$share/...` for a plain filter
+        assert await shared_delivery(settings("127.0.0.1", port)) is False
 
 
 async def test_a_shared_subscription_on_nats_is_refused_before_subscribing(nats: NatsServer) -> None:
