@@ -20,10 +20,12 @@ Every process runs in a work folder of its own and is stopped with the harness.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import pathlib
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -59,6 +61,13 @@ class NatsNode(NatsServer):
             "routes": [f"nats-route://{self.host}:{port}" for port in self.peers],
         }
         self._config_path.write_text(json.dumps(config, indent=2))
+
+    @property
+    def running(self) -> bool:
+        """Whether the node's process is alive (a test may have killed it)."""
+        if self._process is not None and self._process.poll() is not None:
+            self._process = None  # it died: `start` may run it again
+        return self._process is not None
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no goodbye to the peers or the clients."""
@@ -104,6 +113,7 @@ class NatsCluster:
 HAPROXY_CONFIG = """\
 global
     maxconn 1000
+    stats socket {socket} mode 600
 
 defaults
     mode http
@@ -145,7 +155,10 @@ class HAProxy:
         self.config_path = workdir / "haproxy.cfg"
         self.output_path = workdir / "haproxy.out"
         servers = "\n".join(f"    server r{i} {host}:{port}" for i, (host, port) in enumerate(backends))
-        self.config_path.write_text(HAPROXY_CONFIG.format(host=self.host, port=self.port, servers=servers))
+        self.socket_path = workdir / "haproxy.sock"
+        self.config_path.write_text(
+            HAPROXY_CONFIG.format(host=self.host, port=self.port, servers=servers, socket=self.socket_path)
+        )
         self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -176,6 +189,25 @@ class HAProxy:
                 self.stop()
                 raise RuntimeError(f"haproxy did not start:\n{self.output_path.read_text(errors='replace')}")
             time.sleep(0.05)
+
+    def servers_up(self) -> set[str]:
+        """The backend servers HAProxy's health check counts as up (`show stat` on its stats socket)."""
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(self.socket_path))
+            conn.sendall(b"show stat\n")
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        rows = list(csv.reader(answer.decode().lstrip("# ").splitlines()))
+        header, records = rows[0], [dict(zip(rows[0], row, strict=False)) for row in rows[1:] if row]
+        assert "status" in header, answer
+        return {
+            r["svname"]
+            for r in records
+            if r["pxname"] == "replicas"
+            and r["svname"] not in ("BACKEND", "FRONTEND")
+            and r["status"] == "UP"
+        }
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -224,6 +256,23 @@ class Deployment:
         for replica in self.replicas:
             replica.stop()
         self.cluster.stop()
+
+    def restore(self, timeout: float = 60) -> None:
+        """Bring back whatever a test killed (nodes, replicas) and wait until HAProxy routes to every
+        replica again, so that each test starts from the whole setup."""
+        for node in self.cluster.nodes:
+            if not node.running:
+                node.start()
+        for replica in self.replicas:
+            if replica.process is None or replica.process.poll() is not None:
+                replica.start()
+            replica.wait_ready(timeout)
+        deadline = time.monotonic() + timeout
+        wanted = {f"r{i}" for i in range(len(self.replicas))}
+        while self.haproxy.servers_up() != wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"HAProxy sees only {self.haproxy.servers_up()} up")
+            time.sleep(0.1)  # HAProxy's own check interval decides; there is no event to wait on
 
     def calls_served(self, index: int, topic_prefix: str) -> int:
         """How many tool calls on topics under `topic_prefix` replica `index` recorded in its audit log."""

@@ -29,15 +29,22 @@ CALL_TIMEOUT = (
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     for missing, package in (
         (NatsServer.executable() is None, "nats-server"),
         (HAProxy.executable() is None, "haproxy"),
     ):
         if missing:
             pytest.skip(f"the cluster tests need Debian's {package} package: apt-get install {package}")
-    with deployment(tmp_path_factory.mktemp("cluster"), TOPICS) as started:
-        yield started
+    with deployment(tmp_path_factory.mktemp("cluster"), TOPICS) as setup:
+        yield setup
+
+
+@pytest.fixture
+def deployed(started: Deployment) -> Deployment:
+    """The deployment with every node and replica up and in HAProxy's rotation (tests kill them)."""
+    started.restore()
+    return started
 
 
 async def test_a_publish_through_either_replica_reaches_a_subscriber_on_another_node(
@@ -123,8 +130,6 @@ async def test_a_nats_node_killed_mid_run_loses_no_acknowledged_publish(deployed
 
 async def test_a_replica_killed_mid_run_the_clients_carry_on_through_the_other(deployed: Deployment) -> None:
     base = f"cluster/{secrets.token_hex(4)}"
-    for replica in deployed.replicas:
-        replica.wait_ready(30)  # node 0 may still be rejoining after the previous test
     async with http_client(deployed.haproxy.url) as first, http_client(deployed.haproxy.url) as second:
         for i in range(20):
             if i == 6:
