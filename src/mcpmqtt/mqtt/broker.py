@@ -25,7 +25,7 @@ from mcpmqtt.mqtt.received import Received
 from mcpmqtt.mqtt.replies import Reply, ReplyRouter, reply_check, wait_until
 from mcpmqtt.mqtt.routing import Routing, Subscription
 from mcpmqtt.mqtt.settings import BrokerSettings
-from mcpmqtt.rules.topics import filter_problem, name_problem
+from mcpmqtt.rules.topics import filter_problem, name_problem, split_shared
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,23 @@ class Broker:
         if problem := filter_problem(topic_filter):  # a malformed filter would cost the connection
             raise InvalidTopic(problem)
         await self._connection.ready()
+        self._check_shared(topic_filter)
         sub = await self._join(topic_filter, sink, hint="the broker's own access rules forbid it")
         try:
             yield
         finally:
             self._release(sub, sink)
+
+    def _check_shared(self, topic_filter: str) -> None:
+        """Refuse a shared subscription before subscribing where the broker would grant it and then
+        deliver nothing through it (a read would wait out its timeout in silence)."""
+        group, inner = split_shared(topic_filter)
+        if group is not None and self._connection.shared_subscriptions is False:
+            raise BrokerRefused(
+                f"the broker accepts shared subscriptions such as {topic_filter!r} but delivers nothing "
+                f"through them; subscribe to the plain filter {inner!r} instead (every subscriber then "
+                "gets every message)"
+            )
 
     async def _join(self, topic_filter: str, sink: Sink, *, hint: str) -> Subscription:
         """Add `sink` to the filter's broker subscription (made if new) once the broker granted it;

@@ -32,6 +32,7 @@ from mcpmqtt.mqtt import aiomqtt_compat, speedups
 from mcpmqtt.mqtt.properties import PublishProperties, from_paho, new_properties, to_paho
 from mcpmqtt.mqtt.received import Received
 from mcpmqtt.mqtt.settings import BrokerSettings
+from mcpmqtt.mqtt.shared_probe import shared_delivery
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,10 @@ class Connection:
         self._lost_because: str | None = None
         self._spoke_v5 = False  # an MQTT 5 connection has succeeded: the broker speaks it
         self.broker_max_qos = 2  # from the CONNACK's Maximum QoS (MQTT 5)
+        # Whether `$share/...` subscriptions deliver: the CONNACK says so on MQTT 5, a probe finds out
+        # on 3.1.1 (see shared_probe.py); None until known, which counts as available.
+        self.shared_subscriptions: bool | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._probing_311 = False  # trying 3.1.1 after a close on MQTT 5; kept only if it connects
         self._closed_on_v5 = 0  # attempts in a row that the broker closed on an MQTT 5 CONNECT
         self._fast_reader = False  # speedups.FastReader reads the socket (paho versions it was proven on)
@@ -204,6 +209,8 @@ class Connection:
                     await self._restore()
                     self._connected.set()
                     self._first_attempt_done.set()
+                    if not self.v5:
+                        self._start_probe()
                     self._spoke_v5 = self._spoke_v5 or self.v5
                     self._probing_311 = False
                     log.info(
@@ -258,6 +265,24 @@ class Connection:
         with contextlib.suppress(asyncio.CancelledError):
             await run_task
 
+    def _start_probe(self) -> None:
+        """Find out in the background whether `$share` delivers on this 3.1.1 connection; calls are not
+        held up meanwhile (a reconnect may have reached another broker behind a proxy: probe again)."""
+        if self._probe is not None:
+            self._probe.cancel()
+
+        async def probe() -> None:
+            found = await shared_delivery(self.settings)
+            if found is not None and self.connected:
+                self.shared_subscriptions = found
+                if not found:
+                    log.warning(
+                        "the broker grants shared subscriptions but delivers nothing through them; "
+                        "$share/... reads will be refused"
+                    )
+
+        self._probe = asyncio.get_running_loop().create_task(probe())
+
     def _use_v5(self, v5: bool) -> None:
         self.v5 = v5
         self._protocol_changed(v5)
@@ -284,6 +309,10 @@ class Connection:
         """Forget the dead connection and give every waiting acknowledgement a clear answer."""
         self._connected.clear()
         self._paho = None
+        self.shared_subscriptions = None
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
         error = BrokerUnavailable(
             "the connection to the broker was lost before it acknowledged; "
             "the operation may or may not have taken effect"
@@ -329,6 +358,10 @@ class Connection:
         def on_connect(raw: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
             # MQTT 5: a broker without QoS 2 (or 1) says so in its CONNACK; absent means 2.
             self.broker_max_qos = getattr(props, "MaximumQoS", 2) if self.v5 else 2
+            # "Shared Subscription Available": absent means available; 3.1.1 brokers are probed.
+            self.shared_subscriptions = (
+                getattr(props, "SharedSubscriptionAvailable", 1) != 0 if self.v5 else None
+            )
             connected_by_aiomqtt(raw, userdata, flags, reason, props)
 
         raw.on_connect = on_connect
