@@ -35,6 +35,16 @@ REPLY_TOPICS = (
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _variable_name(value: str | None) -> str | None:
+    """A `password_env` value: the name of an environment variable. Anything else is refused without
+    being echoed, since it may be the password itself."""
+    if value is not None and not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must be the NAME of an environment variable (letters, digits and _), not the password itself"
+        )
+    return value
+
+
 class MqttTls(Model):
     """TLS to the broker: present (even as {}) means on. The broker's certificate is always verified."""
 
@@ -124,12 +134,7 @@ class MqttSettings(Model):
     @field_validator("password_env")
     @classmethod
     def _names_a_variable(cls, value: str | None) -> str | None:
-        # Refuse anything that is not a variable name, without echoing it: it may be the password.
-        if value is not None and not _ENV_NAME.fullmatch(value):
-            raise ValueError(
-                "must be the NAME of an environment variable (letters, digits and _), not the password itself"
-            )
-        return value
+        return _variable_name(value)
 
     @field_validator("reply_topic_prefix")
     @classmethod
@@ -550,11 +555,7 @@ class StateSettings(Model):
     @field_validator("password_env")
     @classmethod
     def _names_a_variable(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.fullmatch(value):
-            raise ValueError(
-                "must be the NAME of an environment variable (letters, digits and _), not the password itself"
-            )
-        return value
+        return _variable_name(value)
 
     @model_validator(mode="after")
     def _redis_has_a_url(self) -> Self:
