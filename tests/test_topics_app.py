@@ -12,7 +12,7 @@ from server_config import unique_root
 
 from mcpmqtt.config import parse_config
 from mcpmqtt.server.build import build_server
-from mcpmqtt.server.topics_app import TOPICS_APP_URI
+from mcpmqtt.server.topics_app import HISTORY_APP_URI, TOPICS_APP_URI
 
 pytestmark = pytest.mark.anyio
 ROOT = unique_root()
@@ -45,4 +45,21 @@ async def test_hosts_without_apps_get_the_complete_result(client: Client) -> Non
     result = await client.call_tool("mqtt_list_topics", {"filter": f"{ROOT}/#"})
     data = structured(result)
     assert data == {"filter": f"{ROOT}/#", "topics": [], "total": 0, "truncated": False}
+    assert json.loads(result.content[0].text) == data  # type: ignore[union-attr]
+
+
+async def test_history_links_the_history_view_which_the_server_serves(client: Client) -> None:
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert tools["mqtt_history"].meta == {"ui": {"resourceUri": HISTORY_APP_URI}}
+    [content] = (await client.read_resource(HISTORY_APP_URI)).contents
+    assert content.mime_type == "text/html;profile=mcp-app"
+    html = content.text  # type: ignore[union-attr]
+    assert "ui/notifications/tool-result" in html and "buckets" in html
+    assert "innerHTML" not in html  # topics and payloads go in as text
+
+
+async def test_hosts_without_apps_get_the_complete_history(client: Client) -> None:
+    result = await client.call_tool("mqtt_history", {"topic": f"{ROOT}/#", "since": "5m"})
+    data = structured(result)
+    assert data["messages"] == [] and data["topic"] == f"{ROOT}/#"
     assert json.loads(result.content[0].text) == data  # type: ignore[union-attr]

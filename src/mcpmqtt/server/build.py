@@ -370,7 +370,9 @@ def build_server(
         lifespan=lifespan,
         subscriptions=bus,
         request_state_security=RequestStateSecurity.ephemeral(ttl=REQUEST_STATE_TTL),
-        extensions=[topics_app()] if state is not None else [],
+        extensions=[topics_app(history=history is not None)]
+        if state is not None or history is not None
+        else [],
     )
     # Outermost, so that it sees the sealed state as the client sent it: one answer, one publish.
     server.middleware.insert(0, SingleUseRequestState(REQUEST_STATE_TTL))

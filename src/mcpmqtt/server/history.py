@@ -29,6 +29,7 @@ from mcpmqtt.server.history_store import Entry, History, TopicSnapshot
 from mcpmqtt.server.labels import UNTRUSTED, labelled
 from mcpmqtt.server.messages import to_message
 from mcpmqtt.server.results import HistoryBucket, HistoryResult, ok_result
+from mcpmqtt.server.topics_app import HISTORY_APP_META
 
 HISTORY_DESCRIPTION = (
     "What was published on a topic filter in a window of time, from the server's history, at once "
@@ -108,6 +109,7 @@ def register_history(server: MCPServer[Any], runtime: Runtime, history: History,
 
     @server.tool(
         description=HISTORY_DESCRIPTION,
+        meta=HISTORY_APP_META,  # hosts that render MCP Apps show the result as a table and chart
         **labelled(
             "MQTT message history", read_only=True, destructive=False, idempotent=True, open_world=False
         ),
