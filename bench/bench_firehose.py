@@ -286,39 +286,48 @@ def receiver_main(args: argparse.Namespace) -> None:
 # ---- the orchestrator ---------------------------------------------------------------------------
 
 
-async def run_one(
-    broker: Mosquitto, client: str, protocol: str, messages: int, topics: int
+async def receive_firehose(
+    broker: Mosquitto, script: str, receiver: list[str], messages: int, topics: int, what: str
 ) -> dict[str, Any]:
-    """One receiver process, then one publisher process; the receiver's figures."""
+    """Start `script --receiver ...receiver` in a process of its own, wait for its "ready" line, send it
+    the firehose from a publisher process, and return the receiver's figures (its last output line,
+    JSON) with the publisher's rate. Every firehose benchmark's receivers follow this protocol."""
     common = ["--host", broker.host, "--port", str(broker.port), "--messages", str(messages)]
-    receiver = await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
-        __file__,
+        script,
         "--receiver",
-        client,
-        "--protocol",
-        protocol,
+        *receiver,
         "--topics",
         str(topics),
         *common,
         stdout=subprocess.PIPE,
     )
-    assert receiver.stdout is not None
-    line = await asyncio.wait_for(receiver.stdout.readline(), 60)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 60)
     if line.strip() != b"ready":
-        await receiver.wait()
-        raise RuntimeError(f"{client} (MQTT {protocol}) did not get ready: {line!r}")
+        await process.wait()
+        raise RuntimeError(f"{what} did not get ready: {line!r}")
     publisher = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--publisher", "--topics", str(topics), *common, stdout=subprocess.PIPE
     )
     published_out, _ = await publisher.communicate()
-    out, _ = await receiver.communicate()
-    if receiver.returncode or publisher.returncode:
-        raise RuntimeError(f"{client} (MQTT {protocol}): a process failed")
+    out, _ = await process.communicate()
+    if process.returncode or publisher.returncode:
+        raise RuntimeError(f"{what}: a process failed")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     published = json.loads(published_out)
     result["publish_msg_per_s"] = messages / (published["finished"] - published["started"])
     return result
+
+
+async def run_one(
+    broker: Mosquitto, client: str, protocol: str, messages: int, topics: int
+) -> dict[str, Any]:
+    """One receiver process, then one publisher process; the receiver's figures."""
+    return await receive_firehose(
+        broker, __file__, [client, "--protocol", protocol], messages, topics, f"{client} (MQTT {protocol})"
+    )
 
 
 async def orchestrate(args: argparse.Namespace) -> None:

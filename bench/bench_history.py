@@ -21,6 +21,7 @@ Writes bench/results/history.json.
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import pathlib
@@ -37,7 +38,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import psutil  # noqa: E402
-from bench_firehose import FILTER, Counter, FirehoseMosquitto, payload, topic, until_done  # noqa: E402
+from bench_firehose import (  # noqa: E402
+    FILTER,
+    Counter,
+    FirehoseMosquitto,
+    payload,
+    receive_firehose,
+    topic,
+    until_done,
+)
 from mosquitto import Mosquitto  # noqa: E402
 
 KINDS = ("live", "memory", "file")
@@ -100,38 +109,9 @@ async def receive(kind: str, host: str, port: int, messages: int, topics: int, f
 async def ingest_once(
     broker: Mosquitto, kind: str, messages: int, topics: int, folder: str
 ) -> dict[str, Any]:
-    common = ["--host", broker.host, "--port", str(broker.port), "--messages", str(messages)]
-    receiver = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--receiver",
-        kind,
-        "--topics",
-        str(topics),
-        "--folder",
-        folder,
-        *common,
-        stdout=subprocess.PIPE,
+    return await receive_firehose(
+        broker, __file__, [kind, "--folder", folder], messages, topics, f"the {kind} receiver"
     )
-    assert receiver.stdout is not None
-    line = await asyncio.wait_for(receiver.stdout.readline(), 60)
-    if line.strip() != b"ready":
-        await receiver.wait()
-        raise RuntimeError(f"the {kind} receiver did not get ready: {line!r}")
-    publisher = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "bench" / "bench_firehose.py"),
-        "--publisher",
-        "--topics",
-        str(topics),
-        *common,
-        stdout=subprocess.PIPE,
-    )
-    await publisher.communicate()
-    out, _ = await receiver.communicate()
-    if receiver.returncode or publisher.returncode:
-        raise RuntimeError(f"the {kind} run failed")
-    return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 # ---- (2) memory, in a fresh process -------------------------------------------------------------------
@@ -187,7 +167,7 @@ def memory_bound(
 async def query_times(topics: int, window: int = 100_000, calls: int = 30) -> dict[str, Any]:
     from mcpmqtt.config import Config
     from mcpmqtt.mqtt import Broker, BrokerSettings, Received
-    from mcpmqtt.server.build import McpMqttServer
+    from mcpmqtt.server.build import McpMqttServer, SharedLifespan
     from mcpmqtt.server.context import Runtime
     from mcpmqtt.server.history import register_history
     from mcpmqtt.server.history_store import History
@@ -195,7 +175,8 @@ async def query_times(topics: int, window: int = 100_000, calls: int = 30) -> di
     config = Config.model_validate({"topics": [{"pattern": "fire/#", "permissions": ["read"]}]})
     runtime = Runtime(config, config.allowlist(), Broker(BrokerSettings("127.0.0.1", 1, "bench")))
     history = History(window // topics, 1e9, 1 << 40)
-    server = McpMqttServer(runtime, None, name="bench")
+    # No broker connection: the history is filled here, and the tool reads only the history.
+    server = McpMqttServer(runtime, None, SharedLifespan(contextlib.nullcontext), name="bench")
     register_history(server, runtime, history, ["fire/#"])
     names = [f"fire/{i}" for i in range(topics)]
     start = time.time() - window * 0.005

@@ -22,7 +22,6 @@ import json
 import pathlib
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -82,30 +81,7 @@ async def receive(host: str, port: int, messages: int, topics: int, shapes_on: b
 
 
 async def run_one(broker: Any, mode: str, messages: int, topics: int) -> dict[str, Any]:
-    common = ["--host", broker.host, "--port", str(broker.port), "--messages", str(messages)]
-    receiver = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--receiver", mode, "--topics", str(topics), *common, stdout=subprocess.PIPE
-    )
-    assert receiver.stdout is not None
-    line = await asyncio.wait_for(receiver.stdout.readline(), 60)
-    if line.strip() != b"ready":
-        await receiver.wait()
-        raise RuntimeError(f"shapes {mode} did not get ready: {line!r}")
-    publisher = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH / "bench_firehose.py"),
-        "--publisher",
-        "--topics",
-        str(topics),
-        *common,
-        stdout=subprocess.PIPE,
-    )
-    await publisher.communicate()
-    out, _ = await receiver.communicate()
-    if receiver.returncode or publisher.returncode:
-        raise RuntimeError(f"shapes {mode}: a process failed")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    return await firehose.receive_firehose(broker, __file__, [mode], messages, topics, f"shapes {mode}")
 
 
 async def orchestrate(args: argparse.Namespace) -> None:
