@@ -35,6 +35,15 @@ REPLY_TOPICS = (
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _span(value: str) -> str:
+    """A config value that must be a span of time ("24h"); a config error, without a tool's prefix."""
+    try:
+        parse_span(value)
+    except InvalidArgument as exc:
+        raise ValueError(exc.detail) from None
+    return value
+
+
 def _variable_name(value: str | None) -> str | None:
     """A `password_env` value: the name of an environment variable. Anything else is refused without
     being echoed, since it may be the password itself."""
@@ -335,11 +344,7 @@ class WatchSettings(Model):
     @field_validator("max_ttl")
     @classmethod
     def _ttl_parses(cls, value: str) -> str:
-        try:
-            parse_span(value)
-        except InvalidArgument as exc:  # a config error, not a tool's: no contract prefix
-            raise ValueError(exc.detail) from None
-        return value
+        return _span(value)
 
     @property
     def max_ttl_seconds(self) -> float:
@@ -379,11 +384,7 @@ class HistorySettings(Model):
     @field_validator("max_age")
     @classmethod
     def _age_is_a_span(cls, value: str) -> str:
-        try:
-            parse_span(value)
-        except InvalidArgument as exc:
-            raise ValueError(exc.detail) from None
-        return value
+        return _span(value)
 
     @property
     def max_age_seconds(self) -> float:
